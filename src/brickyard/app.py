@@ -1,0 +1,98 @@
+"""The application factory: one FastAPI app per workspace, nothing built at import time."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from brickyard.context import Workspace, open_workspace
+from brickyard.errors import BrickyardError
+from brickyard.settings import Settings
+
+log = logging.getLogger("brickyard")
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)
+
+
+async def _brickyard_error(request: Request, exc: BrickyardError) -> JSONResponse:
+    return _error(exc.http_status, exc.error_code, exc.message)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+    message = f"Invalid value for {field or 'request'}: {first.get('msg', 'invalid')}"
+    return _error(400, "INVALID_PARAMETER_VALUE", message)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:
+        return _error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.method} {request.url.path}'")
+    if exc.status_code == 405:
+        return _error(405, "BAD_REQUEST", f"Method {request.method} is not allowed for {request.url.path}")
+    return _error(exc.status_code, "BAD_REQUEST", str(exc.detail))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", uuid.uuid4().hex)
+    # The stack trace goes to the log, never to the client.
+    log.error("request %s %s failed (request id %s)", request.method, request.url.path, request_id,
+              exc_info=exc)
+    return _error(500, "INTERNAL_ERROR", f"Internal error; request id {request_id}.",
+                  {"x-request-id": request_id})
+
+
+ERROR_HANDLERS = (
+    (BrickyardError, _brickyard_error),
+    (RequestValidationError, _validation_error),
+    (StarletteHTTPException, _http_error),
+    (Exception, _unexpected_error),
+)
+
+
+def create_app(settings: Settings | None = None, workspace: Workspace | None = None) -> FastAPI:
+    """Build the app for a workspace (opened from the settings when not given)."""
+    ws = workspace or open_workspace(settings or Settings())
+    app = FastAPI(
+        title="Brickyard workspace",
+        version="0.1.0",
+        description="Databricks-compatible REST API (2.0/2.1) served by Brickyard.",
+        docs_url="/api-docs",
+        redoc_url=None,
+    )
+    app.state.workspace = ws
+    for exc_type, handler in ERROR_HANDLERS:
+        app.add_exception_handler(exc_type, handler)
+
+    max_bytes = ws.settings.max_request_bytes
+
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next):  # noqa: ANN001, ANN202
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            return _error(413, "REQUEST_ENTITY_TOO_LARGE",
+                          f"The request body is larger than {max_bytes} bytes.")
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - last line of defence, see _unexpected_error
+            return await _unexpected_error(request, exc)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    from brickyard.api import routers
+
+    for router in routers():
+        app.include_router(router)
+
+    @app.on_event("shutdown")
+    def _close() -> None:  # pragma: no cover - exercised by process exit
+        ws.close()
+
+    return app

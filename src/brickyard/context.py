@@ -1,0 +1,99 @@
+"""The running workspace: settings, store, keys and services, built once per app."""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets as pysecrets
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from brickyard.errors import BrickyardError
+from brickyard.secrets.crypto import DATA_KEY_NAMES, Keyring, decode_key, load_or_create_master_key
+from brickyard.settings import Settings
+from brickyard.store.db import Store, migrate
+from brickyard.store.models import Meta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    settings: Settings
+    store: Store
+    keyring: Keyring
+    workspace_id: str
+    services: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        for svc in self.services.values():
+            closer = getattr(svc, "close", None)
+            if closer:
+                closer()
+        self.store.dispose()
+
+
+def prepare_home(settings: Settings) -> None:
+    """Create the home folder (0700) and its sub-folders."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+    for sub in (settings.dbfs_root, settings.tmp_dir):
+        sub.mkdir(parents=True, exist_ok=True)
+
+
+def open_workspace(settings: Settings) -> Workspace:
+    """Open (and on first start create) the workspace: home, database, keys."""
+    prepare_home(settings)
+    master = load_or_create_master_key(settings.master_key_file, settings.master_key)
+    store = Store(settings.db_url)
+    migrate(store.engine)
+    with store.session() as sess:
+        meta = {m.key: m.value for m in sess.scalars(select(Meta))}
+        if "workspace_id" not in meta:
+            wid = str(pysecrets.randbelow(9 * 10**15) + 10**15)
+            sess.add(Meta(key="workspace_id", value=wid))
+            meta["workspace_id"] = wid
+        master = _recover_rotation(settings, master, meta)
+        data_keys = {}
+        for name in DATA_KEY_NAMES:
+            if name in meta:
+                data_keys[name] = Keyring.unwrap(master, name, meta[name])
+            else:
+                data_keys[name] = os.urandom(32)
+                sess.add(Meta(key=name, value=Keyring.wrap(master, name, data_keys[name])))
+    ws = Workspace(settings, store, Keyring(master, data_keys), meta["workspace_id"])
+    from brickyard.services import build_services
+
+    ws.services = build_services(ws)
+    return ws
+
+
+def _recover_rotation(settings: Settings, master: bytes, meta: dict) -> bytes:
+    """Finish a master-key rotation that stopped between the commit and the rename."""
+    pending = settings.master_key_file.with_name("master.key.new")
+    probe = next((n for n in DATA_KEY_NAMES if n in meta), None)
+    if probe is None:
+        pending.unlink(missing_ok=True)
+        return master
+    try:
+        Keyring.unwrap(master, probe, meta[probe])
+        pending.unlink(missing_ok=True)
+        return master
+    except BrickyardError:
+        if not pending.exists():
+            raise BrickyardError(
+                "INTERNAL_ERROR",
+                "The master key does not match this workspace's database "
+                "(check BRICKYARD_MASTER_KEY or the home's master.key).",
+            ) from None
+    new_master = decode_key(pending.read_text())
+    Keyring.unwrap(new_master, probe, meta[probe])
+    if not settings.master_key:
+        os.replace(pending, settings.master_key_file)
+    log.warning("completed an interrupted master-key rotation")
+    return new_master
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,23 @@
+"""Services: one module per resource; rules, permissions and state live here."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from brickyard.context import Workspace
+
+
+def build_services(ws: "Workspace") -> dict:
+    """Construct every service of a workspace (called once per app)."""
+    from brickyard.services.tokens import TokenService
+    from brickyard.services.users import UserService
+    from brickyard.services.workspace import WorkspaceTree
+
+    tree = WorkspaceTree()
+    users = UserService(ws.store, tree)
+    services = {
+        "tree": tree,
+        "users": users,
+        "tokens": TokenService(ws.keyring, users),
+    }
+    return services

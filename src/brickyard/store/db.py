@@ -1,0 +1,87 @@
+"""Engine, sessions and migrations of the metadata store."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from brickyard.errors import BrickyardError
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine; SQLite gets WAL, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Apply every Alembic migration up to head."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = None
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Owns the engine and hands out managed sessions."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error.
+
+        Driver errors become BrickyardError here, at one boundary.
+        """
+        sess = self._factory()
+        try:
+            yield sess
+            sess.commit()
+        except BrickyardError:
+            sess.rollback()
+            raise
+        except IntegrityError as exc:
+            sess.rollback()
+            log.info("integrity error: %s", exc.orig)
+            raise BrickyardError("RESOURCE_ALREADY_EXISTS", "The resource already exists.") from exc
+        except OperationalError as exc:
+            sess.rollback()
+            log.warning("database unavailable: %s", exc.orig)
+            raise BrickyardError(
+                "TEMPORARILY_UNAVAILABLE", "The workspace database is busy; retry the request."
+            ) from exc
+        except BaseException:
+            sess.rollback()
+            raise
+        finally:
+            sess.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

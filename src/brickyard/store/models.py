@@ -1,0 +1,104 @@
+"""SQLAlchemy models of the workspace's metadata store.
+
+Schema changes go through an Alembic migration in ``store/migrations/versions``.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Workspace-wide values: workspace id, wrapped data keys."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_name: Mapped[str] = mapped_column(String(256), unique=True, nullable=False)
+    display_name: Mapped[str] = mapped_column(String(256), nullable=False, default="")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    emails: Mapped[str] = mapped_column(Text, nullable=False, default="[]")  # JSON list
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    creation_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expiry_time: Mapped[int] = mapped_column(BigInteger, nullable=False, default=-1)
+    created_by_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SecretScope(Base):
+    __tablename__ = "secret_scopes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    backend_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    keyvault_dns_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    keyvault_resource_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_by: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Secret(Base):
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("scope_id", "key", name="uq_secret_scope_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("secret_scopes.id", ondelete="CASCADE"), nullable=False
+    )
+    key: Mapped[str] = mapped_column(String(128), nullable=False)
+    # AES-256-GCM: nonce || ciphertext+tag, scope and key bound as associated data.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    last_updated_timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SecretAcl(Base):
+    __tablename__ = "secret_acls"
+    __table_args__ = (UniqueConstraint("scope_id", "principal", name="uq_secret_acl"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("secret_scopes.id", ondelete="CASCADE"), nullable=False
+    )
+    principal: Mapped[str] = mapped_column(String(256), nullable=False)
+    permission: Mapped[str] = mapped_column(String(16), nullable=False)
+
+
+class WorkspaceObject(Base):
+    __tablename__ = "workspace_objects"
+    object_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    path: Mapped[str] = mapped_column(String(4096), unique=True, nullable=False)
+    parent_path: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    object_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Notebooks: canonical JSON (see runtime/formats); files: raw bytes; folders: NULL.
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    owner_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    modified_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
