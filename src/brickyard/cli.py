@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import uvicorn
+
 from brickyard.settings import Settings
 
 
@@ -35,14 +37,13 @@ def add_profile(cfg_path: Path, host: str, token: str, profile: str = "brickyard
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from brickyard.app import create_app
     from brickyard.bootstrap import bootstrap
     from brickyard.context import open_workspace
 
     settings = _settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     ws = open_workspace(settings)
     first = bootstrap(ws)
     host = settings.base_url
@@ -62,10 +63,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         access_log=args.access_log, timeout_graceful_shutdown=10, lifespan="on",
     )
-    server = uvicorn.Server(config)
-    server.run()  # uvicorn handles SIGINT/SIGTERM: stops accepting, finishes requests, exits
+    server = _Server(config)
+    server.run()  # SIGINT/SIGTERM: stop accepting, finish in-flight requests, exit 0
     ws.close()
+    print("Brickyard workspace stopped.", flush=True)
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after a graceful shutdown."""
+
+    def handle_exit(self, sig, frame):  # noqa: ANN001, ANN201
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def _ask(prompt: str) -> bool:
