@@ -1,13 +1,24 @@
-"""The workspace tree: folders, notebooks and files under /Users and /Shared."""
+"""The workspace tree: folders, notebooks and files under /Users and /Shared.
+
+Notebooks are stored as the canonical JSON of ``brickyard.runtime.formats``; files as
+their bytes. Imports parse everything before writing and write in the caller's single
+transaction, so a bad notebook or archive leaves nothing behind.
+"""
 from __future__ import annotations
 
+import io
+import mimetypes
 import posixpath
+import zipfile
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from brickyard.errors import BrickyardError, already_exists, invalid, not_found
+from brickyard.errors import BrickyardError, already_exists, denied, invalid, not_found
+from brickyard.runtime import formats
 from brickyard.services.common import new_numeric_id, now_ms
+from brickyard.services.users import Principal
 from brickyard.store.models import User, WorkspaceObject
 
 DIRECTORY = "DIRECTORY"
@@ -15,6 +26,80 @@ NOTEBOOK = "NOTEBOOK"
 FILE = "FILE"
 ROOT_FOLDERS = ("/Users", "/Shared")
 MAX_PATH = 4096
+# Databricks' documented limit for import content and exports.
+MAX_NOTEBOOK_BYTES = 10 * 1024 * 1024
+MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
+FORMATS = ("SOURCE", "HTML", "JUPYTER", "DBC", "AUTO", "RAW", "R_MARKDOWN")
+LANGUAGES = ("PYTHON", "SQL", "SCALA", "R")
+MEDIA_TYPES = {
+    "SOURCE": "text/plain; charset=utf-8",
+    "JUPYTER": "application/x-ipynb+json",
+    "HTML": "text/html; charset=utf-8",
+    "DBC": "application/octet-stream",
+    "ZIP": "application/zip",
+}
+
+
+def too_large(message: str) -> BrickyardError:
+    return BrickyardError("MAX_NOTEBOOK_SIZE_EXCEEDED", message)
+
+
+def check_format(value: object, default: str = "SOURCE") -> str:
+    """A Workspace API format enum value (case sensitive, as on Databricks)."""
+    if value is None or value == "":
+        return default
+    if value not in FORMATS:
+        raise invalid(f"Invalid format {str(value)[:50]!r}; use one of {', '.join(FORMATS)}.")
+    if value == "R_MARKDOWN":
+        raise invalid("The R_MARKDOWN format is not supported by Brickyard; use SOURCE, JUPYTER, HTML or DBC.")
+    return value
+
+
+def check_language(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in LANGUAGES:
+        raise invalid(f"Invalid language {str(value)[:50]!r}; use one of {', '.join(LANGUAGES)}.")
+    return value
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + "/")
+
+
+def may_write(me: Principal, path: str) -> bool:
+    """Admins write anywhere; users below their own home and below /Shared."""
+    if me.is_admin:
+        return True
+    home = f"/Users/{me.user_name}"
+    return path.startswith(home + "/") or path.startswith("/Shared/")
+
+
+def may_read(me: Principal, path: str) -> bool:
+    """Admins read everything; users their home, /Shared and the roots above them."""
+    if me.is_admin or path in ("/", "/Users"):
+        return True
+    return _within(path, f"/Users/{me.user_name}") or _within(path, "/Shared")
+
+
+def require_read(me: Principal, path: str) -> None:
+    if not may_read(me, path):
+        raise denied(f"User {me.user_name} does not have permission to read {path}.")
+
+
+def require_write(me: Principal, path: str) -> None:
+    if not may_write(me, path):
+        raise denied(f"User {me.user_name} does not have permission to modify {path}.")
+
+
+@dataclass
+class Exported:
+    """An export: its bytes, the API's file_type, a download name and a media type."""
+
+    content: bytes
+    file_type: str
+    filename: str
+    media_type: str
 
 
 def normalize_path(path: object) -> str:
@@ -177,6 +262,159 @@ class WorkspaceTree:
         return obj
 
 
+    # ---- the API, as a principal -----------------------------------------------------
+
+    def mkdirs_as(self, sess: Session, me: Principal, path: object) -> None:
+        path = normalize_path(path)
+        if not (may_write(me, path) or path in (f"/Users/{me.user_name}", "/Shared")):
+            require_write(me, path)
+        self.mkdirs(sess, path, owner_id=me.id)
+
+    def status_as(self, sess: Session, me: Principal, path: object) -> WorkspaceObject | None:
+        """The object at path (None for the root '/')."""
+        path = normalize_path(path)
+        require_read(me, path)
+        return None if path == "/" else self.require(sess, path)
+
+    def list_as(self, sess: Session, me: Principal, path: object,
+                modified_after: int | None = None) -> list[WorkspaceObject]:
+        path = normalize_path(path)
+        require_read(me, path)
+        objects = [o for o in self.list(sess, path) if may_read(me, o.path)]
+        if modified_after is not None:
+            objects = [o for o in objects if o.object_type != NOTEBOOK or o.modified_at > modified_after]
+        return objects
+
+    def delete_as(self, sess: Session, me: Principal, path: object, recursive: bool) -> None:
+        path = normalize_path(path)
+        require_write(me, path)
+        self.delete(sess, path, recursive)
+
+    def import_object(self, sess: Session, me: Principal, path: object, content: bytes,
+                      fmt: object = None, language: object = None, overwrite: bool = False) -> str:
+        """Import a notebook, a file or a DBC tree at path; returns the path created."""
+        path = normalize_path(path)
+        require_write(me, path)
+        fmt = check_format(fmt)
+        language = check_language(language)
+        if len(content) > MAX_NOTEBOOK_BYTES:
+            raise too_large(f"The content is larger than the {MAX_NOTEBOOK_BYTES} bytes import limit.")
+        extension = formats.extension_of(path)
+        if fmt == "AUTO":
+            fmt = formats.detect(path, content)
+            if fmt != "FILE":
+                # Databricks names an AUTO-imported notebook without its extension.
+                path = normalize_path(formats.strip_extension(path))
+        try:
+            if fmt in ("FILE", "RAW"):
+                self.put(sess, path, FILE, content, None, me.id, overwrite)
+            elif fmt == "DBC":
+                self._import_archive(sess, me, path, content)
+            else:
+                nb = formats.read_notebook(fmt, content, posixpath.basename(path), language, extension)
+                self.put(sess, path, NOTEBOOK, formats.dumps(nb), nb.language, me.id, overwrite)
+        except formats.NotebookTooLarge as exc:
+            raise too_large(str(exc)) from None
+        except formats.NotebookFormatError as exc:
+            raise invalid(str(exc)) from None
+        return path
+
+    def _import_archive(self, sess: Session, me: Principal, path: str, content: bytes) -> None:
+        entries = formats.read_archive(content, MAX_NOTEBOOK_BYTES, MAX_ARCHIVE_BYTES)
+        if self.get(sess, path) is not None:
+            # As on Databricks, overwrite does not apply to DBC: an archive may hold a folder.
+            raise already_exists(f"Path ({path}) already exists.")
+        if len(entries) == 1 and entries[0].path == "" and entries[0].notebook is not None:
+            nb = entries[0].notebook
+            nb.name = posixpath.basename(path)
+            self.put(sess, path, NOTEBOOK, formats.dumps(nb), nb.language, me.id, False)
+            return
+        parent = parent_of(path)
+        if not self.is_dir(sess, parent):
+            raise not_found(f"The parent folder ({parent}) does not exist.")
+        self.mkdirs(sess, path, owner_id=me.id)
+        for entry in entries:
+            target = normalize_path(f"{path}/{entry.path}")
+            if entry.notebook is None:
+                self.mkdirs(sess, target, owner_id=me.id)
+            else:
+                self.mkdirs(sess, parent_of(target), owner_id=me.id)
+                entry.notebook.name = posixpath.basename(target)
+                self.put(sess, target, NOTEBOOK, formats.dumps(entry.notebook),
+                         entry.notebook.language, me.id, False)
+
+    def export_object(self, sess: Session, me: Principal, path: object, fmt: object = None) -> Exported:
+        """Export a notebook, a file or a folder (DBC, or a zip for SOURCE/AUTO)."""
+        path = normalize_path(path)
+        require_read(me, path)
+        fmt = check_format(fmt)
+        if path == "/":
+            raise invalid("The workspace root cannot be exported; export a folder below it.")
+        obj = self.require(sess, path)
+        name = posixpath.basename(path)
+        if obj.object_type == DIRECTORY:
+            return self._export_folder(sess, me, obj, fmt)
+        if obj.object_type == FILE:
+            if fmt not in ("SOURCE", "AUTO", "RAW"):
+                raise invalid(f"The file {path} can only be exported as SOURCE, AUTO or RAW, not {fmt}.")
+            media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            return Exported(obj.content or b"", formats.extension_of(name).lstrip("."), name, media)
+        nb = self.notebook(obj)
+        fmt = "SOURCE" if fmt in ("AUTO", "RAW") else fmt
+        if fmt == "DBC":
+            content = formats.write_archive("", [(name, nb, obj.object_id)])
+        else:
+            content = formats.write_notebook(fmt, nb, obj.object_id)
+        if len(content) > MAX_NOTEBOOK_BYTES:
+            raise too_large(f"The export of {path} is larger than {MAX_NOTEBOOK_BYTES} bytes.")
+        file_type = formats.file_type(fmt, nb.language)
+        filename = name if name.lower().endswith("." + file_type) else f"{name}.{file_type}"
+        return Exported(content, file_type, filename, MEDIA_TYPES[fmt])
+
+    def notebook(self, obj: WorkspaceObject) -> formats.Notebook:
+        """The canonical notebook stored at a NOTEBOOK object, named after its path."""
+        nb = formats.loads(obj.content or b"{}")
+        nb.name = posixpath.basename(obj.path)
+        return nb
+
+    def _export_folder(self, sess: Session, me: Principal, folder: WorkspaceObject, fmt: str) -> Exported:
+        if fmt not in ("DBC", "SOURCE", "AUTO"):
+            raise invalid(f"A folder can only be exported as DBC, SOURCE or AUTO, not {fmt}.")
+        root = posixpath.basename(folder.path)
+        below = sorted((o for o in self.descendants(sess, folder.path) if may_read(me, o.path)),
+                       key=lambda o: o.path)
+        total = 0
+        if fmt == "DBC":
+            entries = []
+            for obj in below:
+                rel = obj.path[len(folder.path) + 1:]
+                if obj.object_type == DIRECTORY:
+                    entries.append((rel, None, obj.object_id))
+                elif obj.object_type == NOTEBOOK:
+                    total += len(obj.content or b"")
+                    if total > MAX_ARCHIVE_BYTES:
+                        raise too_large(f"The export of {folder.path} is larger than {MAX_ARCHIVE_BYTES} bytes.")
+                    entries.append((rel, self.notebook(obj), obj.object_id))
+            return Exported(formats.write_archive(root, entries), "dbc", f"{root}.dbc", MEDIA_TYPES["DBC"])
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for obj in below:
+                rel = f"{root}/{obj.path[len(folder.path) + 1:]}"
+                if obj.object_type == NOTEBOOK:
+                    nb = self.notebook(obj)
+                    data = formats.write_notebook("SOURCE", nb, obj.object_id)
+                    rel = f"{rel}.{formats.file_type('SOURCE', nb.language)}"
+                elif obj.object_type == FILE and fmt == "AUTO":
+                    data = obj.content or b""
+                else:
+                    continue
+                total += len(data)
+                if total > MAX_ARCHIVE_BYTES:
+                    raise too_large(f"The export of {folder.path} is larger than {MAX_ARCHIVE_BYTES} bytes.")
+                zf.writestr(rel, data)
+        return Exported(buf.getvalue(), "zip", f"{root}.zip", MEDIA_TYPES["ZIP"])
+
+
 def object_info(obj: WorkspaceObject) -> dict:
     """The ObjectInfo of the Workspace API."""
     info = {
@@ -188,7 +426,7 @@ def object_info(obj: WorkspaceObject) -> dict:
     }
     if obj.object_type == NOTEBOOK and obj.language:
         info["language"] = obj.language
-    if obj.object_type != DIRECTORY:
+    if obj.object_type == FILE:
         info["size"] = obj.size
     if obj.object_type == DIRECTORY and obj.path.startswith("/Users/") and obj.path.count("/") == 2:
         info["resource_id"] = str(obj.object_id)
