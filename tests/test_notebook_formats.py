@@ -197,3 +197,15 @@ def test_detect_auto():
     assert formats.detect("/a/data.csv", b"# Databricks notebook source\n") == "FILE"
     assert formats.strip_extension("/a/etl.py") == "/a/etl"
     assert formats.strip_extension("/a/data.csv") == "/a/data.csv"
+
+
+def test_source_zip_round_trip_skips_plain_files():
+    etl = formats.read_notebook("SOURCE", read("etl_pipeline.py"), "etl")
+    report = formats.read_notebook("SOURCE", read("daily_report.sql"), "report")
+    data = formats.write_source_zip("proj", [("etl", etl), ("sql/report", report), ("helper.py", b"x = 1")])
+    assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == [
+        "proj/etl.py", "proj/helper.py", "proj/sql/report.sql"]
+    entries = formats.read_archive(data, 10 * MB, 100 * MB, kind="SOURCE")
+    assert [(e.path, e.notebook and e.notebook.language) for e in entries] == [
+        ("etl", "PYTHON"), ("sql", None), ("sql/report", "SQL")]
+    assert formats.write_notebook("SOURCE", entries[0].notebook, 1) == read("etl_pipeline.py")

@@ -83,6 +83,8 @@ def test_mkdirs_list_status_delete(w, base):
     nb = listed[f"{base}/a/nb"]
     assert nb.object_type == ObjectType.NOTEBOOK and nb.language == Language.PYTHON
     assert nb.created_at > 0 and nb.modified_at >= nb.created_at
+    later = [o.path for o in w.workspace.list(f"{base}/a", notebooks_modified_after=nb.modified_at + 1)]
+    assert later == [f"{base}/a/b"]
     # list of a notebook path answers the notebook itself
     assert [o.path for o in w.workspace.list(f"{base}/a/nb")] == [f"{base}/a/nb"]
     with pytest.raises(ResourceAlreadyExists):
@@ -316,6 +318,13 @@ def test_folder_export_as_source_zip(w, base):
                                   "course/labs/advanced/03-scala.scala"}
     auto = zipfile.ZipFile(io.BytesIO(w.workspace.download(f"{base}/course", format=ExportFormat.AUTO).read()))
     assert auto.read("course/data.csv") == b"a,b\n"
+    # SOURCE without a language imports such a zip as a folder
+    w.workspace.import_(f"{base}/copy", content=resp.content, format=ImportFormat.SOURCE)
+    assert sorted(o.path[len(base) + 1:] for o in w.workspace.list(f"{base}/copy", recursive=True)) == [
+        "copy/01-intro", "copy/labs/02-lab", "copy/labs/advanced/03-scala"]
+    for rel in ("01-intro", "labs/02-lab", "labs/advanced/03-scala"):
+        assert exported(w, f"{base}/copy/{rel}", ExportFormat.SOURCE) == exported(
+            w, f"{base}/course/{rel}", ExportFormat.SOURCE)
     with pytest.raises(BadRequest):
         w.workspace.export(f"{base}/course", format=ExportFormat.JUPYTER)
 

@@ -6,10 +6,8 @@ transaction, so a bad notebook or archive leaves nothing behind.
 """
 from __future__ import annotations
 
-import io
 import mimetypes
 import posixpath
-import zipfile
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -308,8 +306,9 @@ class WorkspaceTree:
         try:
             if fmt in ("FILE", "RAW"):
                 self.put(sess, path, FILE, content, None, me.id, overwrite)
-            elif fmt == "DBC":
-                self._import_archive(sess, me, path, content)
+            elif fmt == "DBC" or (fmt == "SOURCE" and language is None and formats.is_zip(content)):
+                # SOURCE without a language may be a zip of source files: a folder import.
+                self._import_archive(sess, me, path, content, fmt)
             else:
                 nb = formats.read_notebook(fmt, content, posixpath.basename(path), language, extension)
                 self.put(sess, path, NOTEBOOK, formats.dumps(nb), nb.language, me.id, overwrite)
@@ -319,8 +318,8 @@ class WorkspaceTree:
             raise invalid(str(exc)) from None
         return path
 
-    def _import_archive(self, sess: Session, me: Principal, path: str, content: bytes) -> None:
-        entries = formats.read_archive(content, MAX_NOTEBOOK_BYTES, MAX_ARCHIVE_BYTES)
+    def _import_archive(self, sess: Session, me: Principal, path: str, content: bytes, kind: str) -> None:
+        entries = formats.read_archive(content, MAX_NOTEBOOK_BYTES, MAX_ARCHIVE_BYTES, kind=kind)
         if self.get(sess, path) is not None:
             # As on Databricks, overwrite does not apply to DBC: an archive may hold a folder.
             raise already_exists(f"Path ({path}) already exists.")
@@ -383,36 +382,17 @@ class WorkspaceTree:
         root = posixpath.basename(folder.path)
         below = sorted((o for o in self.descendants(sess, folder.path) if may_read(me, o.path)),
                        key=lambda o: o.path)
-        total = 0
+        if sum(len(o.content or b"") for o in below) > MAX_ARCHIVE_BYTES:
+            raise too_large(f"The export of {folder.path} is larger than {MAX_ARCHIVE_BYTES} bytes.")
+        rel = {o.path: o.path[len(folder.path) + 1:] for o in below}
         if fmt == "DBC":
-            entries = []
-            for obj in below:
-                rel = obj.path[len(folder.path) + 1:]
-                if obj.object_type == DIRECTORY:
-                    entries.append((rel, None, obj.object_id))
-                elif obj.object_type == NOTEBOOK:
-                    total += len(obj.content or b"")
-                    if total > MAX_ARCHIVE_BYTES:
-                        raise too_large(f"The export of {folder.path} is larger than {MAX_ARCHIVE_BYTES} bytes.")
-                    entries.append((rel, self.notebook(obj), obj.object_id))
+            entries = [(rel[o.path], self.notebook(o) if o.object_type == NOTEBOOK else None, o.object_id)
+                       for o in below if o.object_type in (DIRECTORY, NOTEBOOK)]
             return Exported(formats.write_archive(root, entries), "dbc", f"{root}.dbc", MEDIA_TYPES["DBC"])
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for obj in below:
-                rel = f"{root}/{obj.path[len(folder.path) + 1:]}"
-                if obj.object_type == NOTEBOOK:
-                    nb = self.notebook(obj)
-                    data = formats.write_notebook("SOURCE", nb, obj.object_id)
-                    rel = f"{rel}.{formats.file_type('SOURCE', nb.language)}"
-                elif obj.object_type == FILE and fmt == "AUTO":
-                    data = obj.content or b""
-                else:
-                    continue
-                total += len(data)
-                if total > MAX_ARCHIVE_BYTES:
-                    raise too_large(f"The export of {folder.path} is larger than {MAX_ARCHIVE_BYTES} bytes.")
-                zf.writestr(rel, data)
-        return Exported(buf.getvalue(), "zip", f"{root}.zip", MEDIA_TYPES["ZIP"])
+        # SOURCE leaves workspace files out; AUTO includes them (Databricks does the same).
+        items = [(rel[o.path], self.notebook(o) if o.object_type == NOTEBOOK else (o.content or b""))
+                 for o in below if o.object_type == NOTEBOOK or (o.object_type == FILE and fmt == "AUTO")]
+        return Exported(formats.write_source_zip(root, items), "zip", f"{root}.zip", MEDIA_TYPES["ZIP"])
 
 
 def object_info(obj: WorkspaceObject) -> dict:

@@ -1,13 +1,14 @@
 """Notebook formats: one canonical model (model.py) and its readers/writers.
 
-SOURCE (source.py), JUPYTER (jupyter.py), DBC (dbc.py) and HTML (html.py) all read into
-and write from ``Notebook``; ``detect`` implements the AUTO format.
+SOURCE (source.py), JUPYTER (jupyter.py), HTML (html.py) and the NotebookV1 JSON of DBC
+archives (dbc.py) all read into and write from ``Notebook``; archive.py reads and writes
+.dbc archives and zips of source files; ``detect`` implements the AUTO format.
 """
 from __future__ import annotations
 
 import posixpath
 
-from brickyard.runtime.formats.dbc import ArchiveEntry, read_archive, write_archive
+from brickyard.runtime.formats.archive import ArchiveEntry, read_archive, write_archive, write_source_zip
 from brickyard.runtime.formats.html import has_model, read_html, write_html
 from brickyard.runtime.formats.jupyter import read_jupyter, write_jupyter
 from brickyard.runtime.formats.model import (
@@ -24,7 +25,7 @@ from brickyard.runtime.formats.source import EXTENSION, header_prefix, read_sour
 __all__ = [
     "LANGUAGES", "Cell", "Notebook", "NotebookFormatError", "NotebookTooLarge", "ArchiveEntry",
     "dumps", "loads", "detect", "extension_of", "strip_extension", "read_notebook", "write_notebook",
-    "read_archive", "write_archive", "file_type",
+    "read_archive", "write_archive", "write_source_zip", "file_type", "is_zip",
 ]
 
 # Formats a single notebook can be read from / written to (DBC is an archive; see dbc.py).
@@ -43,6 +44,10 @@ def strip_extension(path: str) -> str:
     """The path without a notebook extension (.py, .ipynb, ...), as AUTO imports name notebooks."""
     ext = extension_of(path)
     return path[: -len(ext)] if ext in _NOTEBOOK_EXTENSIONS else path
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04"
 
 
 def _looks_like_ipynb(data: bytes) -> bool:

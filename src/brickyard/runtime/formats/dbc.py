@@ -1,28 +1,23 @@
-"""Databricks archives (.dbc): a zip of NotebookV1 JSON files (.python/.sql/.scala/.r) and folders.
+"""The NotebookV1 JSON of Databricks: the files of a .dbc archive and the model in HTML exports.
 
-The NotebookV1 JSON is also the model embedded in HTML exports (see html.py), so the
-command <-> cell mapping lives here.
+A command becomes a model cell; its ``results`` (listResults of ansi/html/image/mimeBundle
+items, or older single html/table results) and ``errorSummary``/``error`` become nbformat
+outputs. Results with no nbformat equivalent (tables, widgets) are kept verbatim under
+``application/vnd.databricks.result+json`` so that they survive a re-export.
 """
 from __future__ import annotations
 
 import html
-import io
-import json
 import re
 import uuid
-import zipfile
-from dataclasses import dataclass
 
-from brickyard.runtime.formats.model import Cell, Notebook, NotebookFormatError, NotebookTooLarge, check_language
+from brickyard.runtime.formats.model import Cell, Notebook, NotebookFormatError, check_language
 
 ENTRY_EXTENSION = {"PYTHON": "python", "SQL": "sql", "SCALA": "scala", "R": "r"}
-EXTENSION_LANGUAGE = {f".{ext}": lang for lang, ext in ENTRY_EXTENSION.items()}
 RAW_RESULT = "application/vnd.databricks.result+json"
 _ANSIOUT_RE = re.compile(r'^<div class="ansiout">(.*)</div>$', re.S)
 _DATA_URL_RE = re.compile(r"^data:(image/[\w.+-]+);base64,(.*)$", re.S)
 
-
-# ---- NotebookV1 JSON <-> model ------------------------------------------------------------
 
 def _result_item_to_output(item: dict) -> dict:
     kind = item.get("type")
@@ -155,114 +150,3 @@ def notebook_to_json(nb: Notebook, orig_id: int) -> dict:
         "globalVars": {}, "iPythonMetadata": None, "inputWidgets": {},
         "notebookMetadata": {"pythonIndentUnit": 4},
     }
-
-
-# ---- the archive ------------------------------------------------------------------------
-
-@dataclass
-class ArchiveEntry:
-    """A folder (notebook None) or a notebook, at a path relative to the import target ('' = the target)."""
-
-    path: str
-    notebook: Notebook | None
-
-
-def _safe_parts(name: str) -> list[str]:
-    if "\x00" in name or "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise NotebookFormatError(f"Unsafe member name in archive: {name[:200]!r}.")
-    parts = [p for p in name.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise NotebookFormatError(f"Unsafe member name in archive: {name[:200]!r}.")
-    return parts
-
-
-def read_archive(data: bytes, max_member: int, max_total: int, max_entries: int = 10000) -> list[ArchiveEntry]:
-    """Validate and parse a whole .dbc before anything is written (all-or-nothing imports).
-
-    One top-level folder is the target itself, as is one top-level notebook.
-    """
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
-        raise NotebookFormatError(f"The content is not a DBC archive (zip): {exc}.") from None
-    if len(infos) > max_entries:
-        raise NotebookFormatError(f"The archive has more than {max_entries} entries.")
-    total = 0
-    folders: set[tuple[str, ...]] = set()
-    notebooks: list[tuple[tuple[str, ...], zipfile.ZipInfo, str]] = []
-    for info in infos:
-        parts = _safe_parts(info.filename)
-        if not parts:
-            continue
-        total += info.file_size
-        if total > max_total:
-            raise NotebookTooLarge(f"The archive expands to more than {max_total} bytes.")
-        if info.is_dir():
-            folders.add(tuple(parts))
-            continue
-        stem, dot, ext = parts[-1].rpartition(".")
-        language = EXTENSION_LANGUAGE.get(f".{ext.lower()}") if dot else None
-        if language is None or not stem:
-            continue  # not a notebook (manifest, resources): Databricks skips these too
-        if info.file_size > max_member:
-            raise NotebookTooLarge(f"Notebook {info.filename} is larger than {max_member} bytes.")
-        notebooks.append((tuple(parts[:-1]) + (stem,), info, language))
-    if not notebooks and not folders:
-        raise NotebookFormatError("The archive contains no notebooks.")
-    parsed: dict[tuple[str, ...], Notebook] = {}
-    for key, info, language in notebooks:
-        try:
-            with zf.open(info) as fh:
-                raw = fh.read(max_member + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
-            raise NotebookFormatError(f"Cannot read {info.filename} from the archive: {exc}.") from None
-        if len(raw) > max_member:
-            raise NotebookTooLarge(f"Notebook {info.filename} is larger than {max_member} bytes.")
-        try:
-            doc = json.loads(raw.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise NotebookFormatError(f"{info.filename} in the archive is not notebook JSON: {exc}.") from None
-        try:
-            nb = notebook_from_json(doc, name=key[-1])
-        except NotebookFormatError as exc:
-            raise NotebookFormatError(f"{info.filename}: {exc}") from None
-        if isinstance(doc.get("language"), str) and doc["language"].upper() != language:
-            nb.language = check_language(doc["language"])
-        if key in parsed or key in folders:
-            raise NotebookFormatError(f"The archive holds {'/'.join(key)} twice.")
-        parsed[key] = nb
-    for key in parsed:
-        folders.update(key[:i] for i in range(1, len(key)))
-    clash = next((k for k in parsed if k in folders), None)
-    if clash:
-        raise NotebookFormatError(f"The archive holds both a folder and a notebook named {'/'.join(clash)}.")
-    return _rooted(folders, parsed)
-
-
-def _rooted(folders: set[tuple[str, ...]], notebooks: dict[tuple[str, ...], Notebook]) -> list[ArchiveEntry]:
-    tops = {k[0] for k in folders} | {k[0] for k in notebooks}
-    strip = 1 if len(tops) == 1 else 0
-    if strip and len(notebooks) == 1 and not folders and len(next(iter(notebooks))) == 1:
-        return [ArchiveEntry("", next(iter(notebooks.values())))]
-    entries = [ArchiveEntry("/".join(k[strip:]), None) for k in folders if k[strip:]]
-    entries += [ArchiveEntry("/".join(k[strip:]), nb) for k, nb in notebooks.items()]
-    entries.sort(key=lambda e: (e.path.count("/"), e.path))
-    return entries
-
-
-def write_archive(root: str, entries: list[tuple[str, Notebook | None, int]]) -> bytes:
-    """A .dbc of (relative path, notebook or None for a folder, object id) under folder ``root``.
-
-    With root '' the single entry is a notebook at the top of the archive.
-    """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel, nb, object_id in entries:
-            path = "/".join(p for p in (root, rel) if p)
-            if nb is None:
-                zf.writestr(path + "/", b"")
-                continue
-            doc = notebook_to_json(nb, object_id)
-            zf.writestr(f"{path}.{ENTRY_EXTENSION[nb.language]}", json.dumps(doc, ensure_ascii=False))
-    return buf.getvalue()
