@@ -259,7 +259,6 @@ class WorkspaceTree:
         sess.flush()
         return obj
 
-
     # ---- the API, as a principal -----------------------------------------------------
 
     def mkdirs_as(self, sess: Session, me: Principal, path: object) -> None:

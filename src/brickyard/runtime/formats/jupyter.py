@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import json
 
-from brickyard.runtime.formats.model import LANGUAGES, Cell, Notebook, NotebookFormatError
+from brickyard.runtime.formats.model import Cell, Notebook, NotebookFormatError
 
 VND_NOTEBOOK = "application/vnd.databricks.v1+notebook"
 RAW_FLAG = "jupyter.raw"
@@ -166,5 +166,3 @@ def write_jupyter(nb: Notebook) -> bytes:
     doc = {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5 if with_ids else 4}
     return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
 
-
-__all__ = ["read_jupyter", "write_jupyter", "LANGUAGES"]
