@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     akv_verify_tls: bool = True
     akv_ca_bundle: str = ""
     akv_disable_challenge_resource_verification: bool = False
+    # Which Azure credential reads Key Vault secrets: auto (client_secret when a client
+    # secret is set, else default), default (DefaultAzureCredential: environment, managed
+    # identity, Azure CLI, ...), client_secret (tenant/client id + secret), static_token
+    # (akv_static_token sent as the bearer token; for emulators such as Lowkey Vault).
+    akv_credential: str = "auto"
+    akv_static_token: str = ""
+    # Azure AD authority host for sovereign clouds (e.g. login.microsoftonline.us); empty = public.
+    akv_authority_host: str = ""
+    akv_timeout_seconds: int = 30
+    akv_retry_total: int = 2
     # DBFS streaming handles expire after this many idle seconds.
     dbfs_handle_idle_seconds: int = 600
     max_request_bytes: int = 512 * 1024 * 1024
@@ -44,6 +54,14 @@ class Settings(BaseSettings):
             return Path(value).expanduser()
         if isinstance(value, Path):
             return value.expanduser()
+        return value
+
+    @field_validator("akv_credential")
+    @classmethod
+    def _check_akv_credential(cls, value: str) -> str:
+        kinds = ("auto", "default", "client_secret", "static_token")
+        if value not in kinds:
+            raise ValueError(f"akv_credential must be one of {', '.join(kinds)}")
         return value
 
     @field_validator("port")

@@ -5,18 +5,18 @@ import os
 
 from sqlalchemy import select
 
-from brickyard.context import prepare_home
+from brickyard.context import _recover_rotation, prepare_home
 from brickyard.secrets.crypto import (
     DATA_KEY_NAMES,
     Keyring,
     encode_key,
     load_or_create_master_key,
+    secret_aad,
     write_private_file,
 )
 from brickyard.settings import Settings
 from brickyard.store.db import Store, migrate
 from brickyard.store.models import Meta, Secret, SecretScope
-from brickyard.secrets.crypto import secret_aad
 
 
 def rotate_master_key(settings: Settings) -> int:
@@ -27,13 +27,20 @@ def rotate_master_key(settings: Settings) -> int:
     """
     prepare_home(settings)
     old_master = load_or_create_master_key(settings.master_key_file, settings.master_key)
-    new_master = os.urandom(32)
     pending = settings.master_key_file.with_name("master.key.new")
-    write_private_file(pending, encode_key(new_master) + "\n")
     store = Store(settings.db_url)
     migrate(store.engine)
     count = 0
+    wrote_pending = False
     try:
+        # A rotation that stopped between its commit and the rename left the only copy of
+        # the key in use in master.key.new: finish it before writing a new pending key.
+        with store.session() as sess:
+            old_meta = {m.key: m.value for m in sess.scalars(select(Meta))}
+        old_master = _recover_rotation(settings, old_master, old_meta)
+        new_master = os.urandom(32)
+        write_private_file(pending, encode_key(new_master) + "\n")
+        wrote_pending = True
         with store.session() as sess:
             meta = {m.key: m for m in sess.scalars(select(Meta))}
             old_keys = {n: Keyring.unwrap(old_master, n, meta[n].value) for n in DATA_KEY_NAMES if n in meta}
@@ -54,7 +61,8 @@ def rotate_master_key(settings: Settings) -> int:
                 else:
                     sess.add(Meta(key=name, value=Keyring.wrap(new_master, name, key)))
     except BaseException:
-        pending.unlink(missing_ok=True)
+        if wrote_pending:
+            pending.unlink(missing_ok=True)
         raise
     finally:
         store.dispose()
