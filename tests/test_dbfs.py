@@ -478,3 +478,19 @@ def test_every_endpoint_needs_a_token(server, method, endpoint):
     err(r, 401, "UNAUTHENTICATED")
     r = server.api(method, f"/api/2.0/dbfs/{endpoint}", token="dapi" + "9" * 32, json={"path": "/FileStore"})
     err(r, 401, "UNAUTHENTICATED")
+
+
+def test_restart_sweeps_only_stale_temp_files(tmp_path):
+    """A crash leaves temp files; the next start removes old ones, never a live upload's."""
+    from brickyard.storage.dbfs import DbfsStorage
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    old, fresh, other = tmp / "dbfs-crashed", tmp / "dbfs-live", tmp / "notebook-scratch"
+    for p in (old, fresh, other):
+        p.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    DbfsStorage(tmp_path / "dbfs", tmp, stale_after=3600)
+    assert sorted(p.name for p in tmp.iterdir()) == ["dbfs-live", "notebook-scratch"]

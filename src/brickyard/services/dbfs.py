@@ -280,5 +280,7 @@ def _decode_token(token: str) -> str:
 
 def build(ws, services) -> dict:  # noqa: ANN001
     """Build the DBFS service of a workspace."""
-    storage = DbfsStorage(ws.settings.dbfs_root, ws.settings.tmp_dir)
+    # Temp files idle longer than any live handle may belong to a crashed process.
+    stale = max(2 * ws.settings.dbfs_handle_idle_seconds, 3600)
+    storage = DbfsStorage(ws.settings.dbfs_root, ws.settings.tmp_dir, stale_after=stale)
     return {"dbfs": DbfsService(storage, ws.keyring, ws.settings.dbfs_handle_idle_seconds)}

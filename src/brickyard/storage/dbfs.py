@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -93,7 +94,7 @@ def missing(path: str) -> BrickyardError:
 class DbfsStorage:
     """The DBFS root folder and the file operations of the DBFS API."""
 
-    def __init__(self, root: Path, tmp_dir: Path):
+    def __init__(self, root: Path, tmp_dir: Path, stale_after: float = 24 * 3600):
         root.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self.root = Path(os.path.realpath(root))
@@ -106,12 +107,18 @@ class DbfsStorage:
             self.tmp.mkdir(exist_ok=True)
         # Serialises check-then-replace so that overwrite=false holds between concurrent writers.
         self._lock = threading.Lock()
-        self.sweep_temp_files()
+        self.sweep_temp_files(stale_after)
 
-    def sweep_temp_files(self) -> None:
-        """Remove temp files left by a previous process (a crash mid-upload)."""
+    def sweep_temp_files(self, stale_after: float) -> None:
+        """Remove temp files a crashed process left behind.
+
+        Only old ones: an admin command may open the workspace while the server is uploading.
+        """
+        cutoff = time.time() - stale_after
         for entry in self.tmp.glob(TMP_PREFIX + "*"):
             try:
+                if entry.lstat().st_mtime > cutoff:
+                    continue
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             except OSError:
                 pass
