@@ -139,3 +139,17 @@ def run_cli_server(home: Path, port: int, env_extra: dict | None = None) -> subp
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("server did not come up")
+
+
+@pytest.fixture(scope="session")
+def cluster_id(w) -> str:
+    """One running Single Node cluster shared by the tests that only run code on it."""
+    from datetime import timedelta
+
+    details = w.clusters.create_and_wait(
+        cluster_name="shared-test-cluster", spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
+        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
+        custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(minutes=5),
+    )
+    yield details.cluster_id
+    w.clusters.permanent_delete(details.cluster_id)

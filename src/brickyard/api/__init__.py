@@ -9,6 +9,11 @@ ROUTER_MODULES = (
     "scim",
     "tokens",
     "workspace",
+    "secrets",
+    "dbfs",
+    "files",
+    "clusters",
+    "commands",
 )
 
 

@@ -20,4 +20,15 @@ def build_services(ws: "Workspace") -> dict:
         "users": users,
         "tokens": TokenService(ws.keyring, users),
     }
+    # Each resource module builds its own service(s) from the workspace.
+    from brickyard.services import dbfs, secrets
+
+    services.update(secrets.build(ws, services))
+    services.update(dbfs.build(ws, services))
+    from brickyard.services.clusters import ClusterService
+
+    from brickyard.services.contexts import ContextService
+
+    services["clusters"] = ClusterService(ws)
+    services["contexts"] = ContextService(ws, services["clusters"])
     return services

@@ -102,3 +102,36 @@ class WorkspaceObject(Base):
     owner_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     modified_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    cluster_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cluster_name: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    spec: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: the normalised create/edit request
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    state_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    termination_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    creator_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    creator_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    cluster_source: Mapped[str] = mapped_column(String(16), nullable=False, default="API")
+    pinned: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    start_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    terminated_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_restarted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_activity_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    spark_context_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    current_workers: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    runtime: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: driver pid, ports, ui url
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class ClusterEvent(Base):
+    __tablename__ = "cluster_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clusters.cluster_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    type: Mapped[str] = mapped_column(String(48), nullable=False)
+    details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON

@@ -1,0 +1,1 @@
+"""Compute: runtimes, node types, cluster processes on real Apache Spark."""

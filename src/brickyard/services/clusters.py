@@ -1,0 +1,450 @@
+"""Clusters: the state machine in the store, advanced by a supervisor that owns the processes."""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from brickyard.compute import catalog
+from brickyard.compute.launcher import ClusterProcesses, Launcher, LaunchError
+from brickyard.errors import BrickyardError, already_exists, invalid, not_found
+from brickyard.services import cluster_spec
+from brickyard.services.common import now_ms
+from brickyard.services.users import Principal
+from brickyard.store.models import Cluster, ClusterEvent
+
+log = logging.getLogger(__name__)
+
+PENDING, RUNNING, RESTARTING, RESIZING = "PENDING", "RUNNING", "RESTARTING", "RESIZING"
+TERMINATING, TERMINATED, ERROR = "TERMINATING", "TERMINATED", "ERROR"
+ACTIVE_STATES = (PENDING, RUNNING, RESTARTING, RESIZING)
+
+
+def new_cluster_id() -> str:
+    """Databricks-shaped id, e.g. 1127-073012-ab12cd34."""
+    return time.strftime("%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
+
+
+def reason(code: str, kind: str, **params: str) -> dict:
+    out = {"code": code, "type": kind}
+    if params:
+        out["parameters"] = {k: str(v) for k, v in params.items()}
+    return out
+
+
+class ClusterService:
+    def __init__(self, ws, launcher: Launcher | None = None, script_reader=None):  # noqa: ANN001
+        self.ws = ws
+        self.store = ws.store
+        self.launcher = launcher or Launcher(ws.settings)
+        self.script_reader = script_reader  # callable(init_script_dict) -> bytes
+        self.procs: dict[str, ClusterProcesses] = {}
+        self.stop_listeners: list = []  # callables(cluster_id) run when a cluster's processes stop
+        self._busy: dict[str, int] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cluster-op")
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="cluster-supervisor", daemon=True)
+        self._recover()
+        self._ticker.start()
+
+    # ---- store helpers -------------------------------------------------------------------
+    def _get(self, sess: Session, cluster_id: object) -> Cluster:
+        if not isinstance(cluster_id, str) or not cluster_id:
+            raise invalid("cluster_id is required.")
+        cluster = sess.get(Cluster, cluster_id)
+        if cluster is None or cluster.deleted:
+            raise BrickyardError("INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist")
+        return cluster
+
+    def event(self, sess: Session, cluster_id: str, kind: str, **details: object) -> None:
+        sess.add(ClusterEvent(cluster_id=cluster_id, timestamp=now_ms(), type=kind,
+                              details=json.dumps(details)))
+
+    def _name_taken(self, sess: Session, name: str, except_id: str | None = None) -> bool:
+        query = select(Cluster.cluster_id).where(Cluster.cluster_name == name, Cluster.deleted.is_(False))
+        return any(cid != except_id for cid in sess.scalars(query))
+
+    # ---- API operations ------------------------------------------------------------------
+    def create(self, caller: Principal, body: dict, source: str = "API") -> str:
+        spec, notes = cluster_spec.normalize(body)
+        cluster_id = new_cluster_id()
+        with self.store.session() as sess:
+            if self._name_taken(sess, spec["cluster_name"]):
+                raise already_exists(f"Cluster named '{spec['cluster_name']}' already exists; names must be unique.")
+            now = now_ms()
+            sess.add(Cluster(
+                cluster_id=cluster_id, cluster_name=spec["cluster_name"], spec=json.dumps(spec), state=PENDING,
+                state_message="Starting Spark", creator_user_id=caller.id, creator_user_name=caller.user_name,
+                cluster_source=source if source in ("API", "UI", "JOB") else "API", pinned=False, start_time=now,
+                current_workers=0, deleted=False, last_activity_time=now,
+            ))
+            sess.flush()
+            self.event(sess, cluster_id, "CREATING", user=caller.user_name)
+            for note in notes:
+                self.event(sess, cluster_id, "STARTING", message=note)
+        self._submit(cluster_id, self._do_start)
+        return cluster_id
+
+    def edit(self, caller: Principal, body: dict) -> None:
+        spec, notes = cluster_spec.normalize(body)
+        with self.store.session() as sess:
+            cluster = self._get(sess, body.get("cluster_id"))
+            if cluster.state not in (RUNNING, TERMINATED, ERROR):
+                raise BrickyardError("INVALID_STATE",
+                                     f"Cluster {cluster.cluster_id} is in unexpected state {cluster.state}.")
+            if self._name_taken(sess, spec["cluster_name"], cluster.cluster_id):
+                raise already_exists(f"Cluster named '{spec['cluster_name']}' already exists.")
+            previous = json.loads(cluster.spec)
+            cluster.spec = json.dumps(spec)
+            cluster.cluster_name = spec["cluster_name"]
+            self.event(sess, cluster.cluster_id, "EDITED", user=caller.user_name,
+                       previous_attributes={k: previous.get(k) for k in ("num_workers", "autoscale", "spark_conf")},
+                       attributes={k: spec.get(k) for k in ("num_workers", "autoscale", "spark_conf")})
+            for note in notes:
+                self.event(sess, cluster.cluster_id, "EDITED", message=note)
+            restart = cluster.state == RUNNING
+            if restart:
+                cluster.state, cluster.state_message = RESTARTING, "Restarting to apply the edit"
+        if restart:
+            self._submit(cluster.cluster_id, self._do_restart)
+
+    def start(self, caller: Principal, cluster_id: object) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, cluster_id)
+            if cluster.state in ACTIVE_STATES:
+                if cluster.state == RUNNING:
+                    return
+                raise BrickyardError("INVALID_STATE", f"Cluster {cluster_id} is in unexpected state {cluster.state}.")
+            if cluster.state == TERMINATING:
+                raise BrickyardError("INVALID_STATE", f"Cluster {cluster_id} is terminating; start it once TERMINATED.")
+            cluster.state, cluster.state_message = PENDING, "Starting Spark"
+            cluster.start_time, cluster.terminated_time, cluster.termination_reason = now_ms(), None, None
+            cluster.last_activity_time = now_ms()
+            self.event(sess, cluster.cluster_id, "STARTING", user=caller.user_name)
+        self._submit(cluster_id, self._do_start)
+
+    def restart(self, caller: Principal, cluster_id: object) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, cluster_id)
+            if cluster.state != RUNNING:
+                raise BrickyardError("INVALID_STATE",
+                                     f"Cluster {cluster_id} is in unexpected state {cluster.state}; only a RUNNING "
+                                     "cluster can be restarted.")
+            cluster.state, cluster.state_message = RESTARTING, "Restarting Spark"
+            self.event(sess, cluster.cluster_id, "RESTARTING", user=caller.user_name)
+        self._submit(cluster_id, self._do_restart)
+
+    def terminate(self, caller: Principal | None, cluster_id: object, why: dict | None = None) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, cluster_id)
+            if cluster.state in (TERMINATED, TERMINATING, ERROR):
+                return
+            cluster.state, cluster.state_message = TERMINATING, "Terminating"
+            why = why or reason("USER_REQUEST", "SUCCESS", username=caller.user_name if caller else "system")
+            cluster.termination_reason = json.dumps(why)
+            self.event(sess, cluster.cluster_id, "TERMINATING", reason=why,
+                       user=caller.user_name if caller else None)
+        self._submit(cluster_id, self._do_stop)
+
+    def permanent_delete(self, caller: Principal, cluster_id: object) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, cluster_id)
+            cluster.deleted = True
+            cluster.cluster_name = f"{cluster.cluster_name}#deleted-{cluster.cluster_id}"
+        self._submit(cluster_id, self._do_stop_and_remove)
+
+    def resize(self, caller: Principal, body: dict) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, body.get("cluster_id"))
+            if cluster.state != RUNNING:
+                raise BrickyardError("INVALID_STATE", f"Cluster {cluster.cluster_id} is in unexpected state "
+                                     f"{cluster.state}; only a RUNNING cluster can be resized.")
+            spec = json.loads(cluster.spec)
+            merged = {**spec, **{k: body[k] for k in ("num_workers", "autoscale") if k in body}}
+            if "num_workers" in body:
+                merged.pop("autoscale", None)
+            new_spec, _ = cluster_spec.normalize(merged)
+            if cluster_spec.mode_of(new_spec) == cluster_spec.SINGLE_NODE and cluster_spec.target_workers(new_spec):
+                raise invalid("A Single Node cluster cannot be resized.")
+            cluster.spec = json.dumps(new_spec)
+            cluster.state, cluster.state_message = RESIZING, "Resizing"
+            self.event(sess, cluster.cluster_id, "RESIZING", user=caller.user_name,
+                       target_num_workers=cluster_spec.target_workers(new_spec),
+                       current_num_workers=cluster.current_workers)
+        self._submit(cluster.cluster_id, self._do_resize)
+
+    def set_pinned(self, caller: Principal, cluster_id: object, pinned: bool) -> None:
+        with self.store.session() as sess:
+            cluster = self._get(sess, cluster_id)
+            cluster.pinned = pinned
+            self.event(sess, cluster.cluster_id, "PINNED" if pinned else "UNPINNED", user=caller.user_name)
+
+    def touch(self, cluster_id: str) -> None:
+        """Record activity (a command or job ran), which resets the auto-termination clock."""
+        with self.store.session() as sess:
+            cluster = sess.get(Cluster, cluster_id)
+            if cluster is not None:
+                cluster.last_activity_time = now_ms()
+
+    def get(self, cluster_id: object) -> dict:
+        with self.store.session() as sess:
+            return self.describe(self._get(sess, cluster_id))
+
+    def list(self) -> list[dict]:
+        with self.store.session() as sess:
+            rows = sess.scalars(select(Cluster).where(Cluster.deleted.is_(False)).order_by(Cluster.start_time.desc()))
+            return [self.describe(c) for c in rows]
+
+    def events(self, body: dict) -> dict:
+        limit = body.get("limit", 50)
+        offset = body.get("offset", 0)
+        order = body.get("order", "DESC")
+        if not isinstance(limit, int) or not 1 <= limit <= 500:
+            raise invalid("limit must be between 1 and 500.")
+        if not isinstance(offset, int) or offset < 0:
+            raise invalid("offset must be a non-negative integer.")
+        if order not in ("ASC", "DESC"):
+            raise invalid("order must be ASC or DESC.")
+        types = body.get("event_types") or []
+        with self.store.session() as sess:
+            cluster = self._get(sess, body.get("cluster_id"))
+            query = select(ClusterEvent).where(ClusterEvent.cluster_id == cluster.cluster_id)
+            if types:
+                query = query.where(ClusterEvent.type.in_(types))
+            if body.get("start_time"):
+                query = query.where(ClusterEvent.timestamp >= int(body["start_time"]))
+            if body.get("end_time"):
+                query = query.where(ClusterEvent.timestamp <= int(body["end_time"]))
+            key = ClusterEvent.id.asc() if order == "ASC" else ClusterEvent.id.desc()
+            rows = list(sess.scalars(query.order_by(key).offset(offset).limit(limit + 1)))
+            total = len(list(sess.scalars(query)))
+        events = [{"cluster_id": e.cluster_id, "timestamp": e.timestamp, "type": e.type,
+                   "details": json.loads(e.details)} for e in rows[:limit]]
+        out = {"events": events, "total_count": total}
+        if len(rows) > limit:
+            out["next_page"] = {**{k: v for k, v in body.items() if k != "offset"}, "offset": offset + limit}
+        return out
+
+    def describe(self, c: Cluster) -> dict:
+        spec = json.loads(c.spec)
+        runtime = json.loads(c.runtime) if c.runtime else {}
+        nt = catalog.NODE_TYPES_BY_ID.get(spec.get("node_type_id") or "", catalog.SMALLEST_LOCAL)
+        workers = c.current_workers if c.state in (RUNNING, RESIZING) else 0
+        out = {k: v for k, v in spec.items() if k not in ("runtime_key",)}
+        out.update({
+            "cluster_id": c.cluster_id,
+            "cluster_name": c.cluster_name,
+            "state": c.state,
+            "state_message": c.state_message,
+            "creator_user_name": c.creator_user_name,
+            "cluster_source": c.cluster_source,
+            "start_time": c.start_time,
+            "default_tags": {"Vendor": "Brickyard", "Creator": c.creator_user_name,
+                             "ClusterName": c.cluster_name, "ClusterId": c.cluster_id},
+            "cluster_cores": float(nt.num_cores * (1 + workers)),
+            "cluster_memory_mb": nt.memory_mb * (1 + workers),
+            "spec": spec,
+            "is_single_node": cluster_spec.mode_of(spec) == cluster_spec.SINGLE_NODE,
+        })
+        if c.pinned:
+            out["pinned_by_user_name"] = c.creator_user_name
+        if c.terminated_time:
+            out["terminated_time"] = c.terminated_time
+        if c.last_restarted_time:
+            out["last_restarted_time"] = c.last_restarted_time
+        if c.termination_reason and c.state in (TERMINATING, TERMINATED, ERROR):
+            out["termination_reason"] = json.loads(c.termination_reason)
+        if c.state in (RUNNING, RESIZING, RESTARTING) and runtime:
+            out["spark_context_id"] = c.spark_context_id
+            out["driver"] = {"node_id": f"{c.cluster_id}-driver", "instance_id": str(runtime.get("pid")),
+                             "private_ip": "127.0.0.1", "host_private_ip": "127.0.0.1",
+                             "start_timestamp": runtime.get("started")}
+            out["executors"] = [{"node_id": f"{c.cluster_id}-worker-{i}", "private_ip": "127.0.0.1"}
+                                for i in range(workers)]
+            out["spark_ui_url"] = runtime.get("spark_ui_url")
+            out["num_workers"] = spec.get("num_workers", workers) if not spec.get("autoscale") else workers
+        return out
+
+    # ---- the supervisor ------------------------------------------------------------------
+    def _submit(self, cluster_id: str, fn) -> None:  # noqa: ANN001
+        lock = self._locks.setdefault(cluster_id, threading.Lock())
+
+        def run() -> None:
+            with lock:
+                try:
+                    fn(cluster_id)
+                except Exception:  # noqa: BLE001 - a failed operation must not kill the supervisor
+                    log.exception("cluster %s: operation %s failed", cluster_id, fn.__name__)
+                    self._set(cluster_id, ERROR, "Internal error in the cluster supervisor; see the workspace log.",
+                              why=reason("UNEXPECTED_LAUNCH_FAILURE", "SERVICE_FAULT"))
+
+        self._pool.submit(run)
+
+    def _set(self, cluster_id: str, state: str, message: str, why: dict | None = None, **fields: object) -> None:
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            if c is None:
+                return
+            c.state, c.state_message = state, message
+            if why is not None:
+                c.termination_reason = json.dumps(why)
+            if state in (TERMINATED, ERROR):
+                c.terminated_time = now_ms()
+                c.current_workers = 0
+            for k, v in fields.items():
+                setattr(c, k, v)
+            event = {RUNNING: "RUNNING", TERMINATED: "TERMINATING", ERROR: "TERMINATING"}.get(state)
+            if event:
+                details: dict = {}
+                if why:
+                    details["reason"] = why
+                if state == RUNNING:
+                    details["current_num_workers"] = c.current_workers
+                self.event(sess, cluster_id, event, **details)
+
+    def _spec(self, cluster_id: str) -> dict:
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            return json.loads(c.spec) if c else {}
+
+    def _do_start(self, cluster_id: str) -> None:
+        spec = self._spec(cluster_id)
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            if c is None or c.state != PENDING:
+                return
+            nt = catalog.NODE_TYPES_BY_ID.get(spec.get("node_type_id") or "")
+            if nt is not None:
+                _, _, cap_note = catalog.capped(nt)
+                if cap_note:
+                    self.event(sess, cluster_id, "STARTING", message=cap_note, level="WARNING")
+        try:
+            scripts = [(next(iter(s.values()))["destination"], self.script_reader(s)) for s in
+                       spec.get("init_scripts", [])] if self.script_reader else []
+            procs = self.launcher.start(cluster_id, spec, {}, scripts)
+        except LaunchError as exc:
+            state = ERROR if exc.code in ("INIT_SCRIPT_FAILURE",) else TERMINATED
+            with self.store.session() as sess:
+                self.event(sess, cluster_id, "INIT_SCRIPTS_FINISHED" if exc.code == "INIT_SCRIPT_FAILURE"
+                           else "DRIVER_NOT_RESPONDING", message=exc.message[-4000:])
+            self._set(cluster_id, state, exc.message[:2000], why=reason(exc.code, exc.kind))
+            return
+        except BrickyardError as exc:
+            self._set(cluster_id, ERROR, exc.message, why=reason("INIT_SCRIPT_FAILURE", "CLIENT_ERROR"))
+            return
+        self.procs[cluster_id] = procs
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            stale = c is None or c.deleted or c.state not in (PENDING, RESTARTING)
+        if stale:  # terminated or deleted while starting
+            self.launcher.stop(procs)
+            self.procs.pop(cluster_id, None)
+            return
+        self._set(cluster_id, RUNNING, "", spark_context_id=secrets.randbelow(2**62),
+                  current_workers=cluster_spec.target_workers(spec),
+                  runtime=json.dumps({"pid": procs.info.get("pid"), "spark_ui_url": procs.info.get("spark_ui_url"),
+                                      "application_id": procs.info.get("application_id"),
+                                      "started": now_ms()}),
+                  last_activity_time=now_ms())
+
+    def _do_stop(self, cluster_id: str, final_state: str = TERMINATED) -> None:
+        self._stop_procs(cluster_id)
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            why = json.loads(c.termination_reason) if c and c.termination_reason else None
+        self._set(cluster_id, final_state, "Terminated", why=why)
+
+    def _do_stop_and_remove(self, cluster_id: str) -> None:
+        self._stop_procs(cluster_id)
+        self.launcher.remove(cluster_id)
+
+    def _do_restart(self, cluster_id: str) -> None:
+        self._stop_procs(cluster_id)
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            if c is None or c.state != RESTARTING:
+                return
+            c.state = PENDING
+            c.last_restarted_time = now_ms()
+        self._do_start(cluster_id)
+
+    def _do_resize(self, cluster_id: str) -> None:
+        spec = self._spec(cluster_id)
+        self._set(cluster_id, RUNNING, "", current_workers=cluster_spec.target_workers(spec))
+        with self.store.session() as sess:
+            self.event(sess, cluster_id, "UPSIZE_COMPLETED", current_num_workers=cluster_spec.target_workers(spec))
+
+    def _recover(self) -> None:
+        """After a workspace restart no driver of ours is alive: say so truthfully."""
+        with self.store.session() as sess:
+            for c in sess.scalars(select(Cluster).where(Cluster.state.in_(ACTIVE_STATES + (TERMINATING,)))):
+                was = c.state
+                c.state, c.state_message = TERMINATED, "The workspace restarted; its clusters' processes stopped."
+                c.terminated_time = now_ms()
+                c.current_workers = 0
+                c.termination_reason = json.dumps(reason("COMMUNICATION_LOST", "SERVICE_FAULT",
+                                                         previous_state=was))
+                self.event(sess, c.cluster_id, "TERMINATING", reason=json.loads(c.termination_reason))
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(2.0):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001
+                log.exception("cluster supervisor tick failed")
+
+    def _tick(self) -> None:
+        for cluster_id, procs in list(self.procs.items()):
+            if not procs.alive():
+                self._stop_procs(cluster_id)
+                code = procs.driver.returncode
+                self._set(cluster_id, TERMINATED, f"The Spark driver exited unexpectedly (exit code {code}).",
+                          why=reason("DRIVER_UNREACHABLE", "SERVICE_FAULT", exit_code=str(code)))
+        now = now_ms()
+        with self.store.session() as sess:
+            idle = [
+                c.cluster_id for c in sess.scalars(select(Cluster).where(Cluster.state == RUNNING))
+                if (m := json.loads(c.spec).get("autotermination_minutes"))
+                and c.last_activity_time and now - c.last_activity_time > m * 60_000
+                and not self.busy(c.cluster_id)
+            ]
+        for cluster_id in idle:
+            self.terminate(None, cluster_id, reason("INACTIVITY", "SUCCESS", inactivity_duration_min=str(
+                self._spec(cluster_id).get("autotermination_minutes"))))
+
+    def busy(self, cluster_id: str) -> bool:
+        """Whether a command or job is running on the cluster (set by contexts and jobs)."""
+        return self._busy.get(cluster_id, 0) > 0
+
+    def mark_busy(self, cluster_id: str, delta: int) -> None:
+        self._busy[cluster_id] = max(self._busy.get(cluster_id, 0) + delta, 0)
+        self.touch(cluster_id)
+
+    def spec_of(self, cluster_id: str) -> dict:
+        return self._spec(cluster_id)
+
+    def _stop_procs(self, cluster_id: str) -> None:
+        procs = self.procs.pop(cluster_id, None)
+        for listener in self.stop_listeners:
+            try:
+                listener(cluster_id)
+            except Exception:  # noqa: BLE001
+                log.exception("stop listener for cluster %s", cluster_id)
+        if procs is not None:
+            self.launcher.stop(procs)
+
+    def close(self) -> None:
+        self._stop.set()
+        for cluster_id in list(self.procs):
+            try:
+                self._stop_procs(cluster_id)
+            except Exception:  # noqa: BLE001
+                log.exception("stopping cluster %s", cluster_id)
+        self._pool.shutdown(wait=False, cancel_futures=True)

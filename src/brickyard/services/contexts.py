@@ -1,0 +1,304 @@
+"""Execution contexts (Command Execution API 1.2): one Jupyter kernel per context, attached to the cluster."""
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brickyard.errors import BrickyardError, invalid
+from brickyard.runtime.mime import TABLE_MIME
+from brickyard.services.users import Principal
+
+log = logging.getLogger(__name__)
+LANGUAGES = ("python", "sql", "scala", "r")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+KERNEL_START_TIMEOUT = 120
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
+
+
+@dataclass
+class Command:
+    id: str
+    code: str
+    language: str
+    status: str = "Queued"
+    results: dict | None = None
+
+
+@dataclass
+class Context:
+    id: str
+    cluster_id: str
+    language: str
+    owner_id: int
+    status: str = "Pending"
+    error: str | None = None
+    kernel: object = None
+    client: object = None
+    commands: dict[str, Command] = field(default_factory=dict)
+    work: queue.Queue = field(default_factory=queue.Queue)
+    running: Command | None = None
+
+
+def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
+    """Turn a kernel's IOPub messages for one execution into Databricks `results`."""
+    texts: list[str] = []
+    tables: list[dict] = []
+    images: list[str] = []
+    error = None
+    for msg in msgs:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            texts.append(content.get("text", ""))
+        elif kind in ("execute_result", "display_data"):
+            data = content.get("data", {})
+            if TABLE_MIME in data:
+                tables.append(data[TABLE_MIME])
+            elif "image/png" in data:
+                images.append(save_image(base64.b64decode(data["image/png"])))
+            elif "text/plain" in data:
+                texts.append(data["text/plain"] + "\n")
+            elif "text/html" in data:
+                texts.append(data["text/html"] + "\n")
+        elif kind == "error":
+            error = content
+    if error is not None:
+        return {
+            "resultType": "error",
+            "summary": f"{error.get('ename')}: {strip_ansi(error.get('evalue', ''))}",
+            "cause": strip_ansi("\n".join(error.get("traceback", []))) or "".join(texts),
+        }
+    if tables:
+        last = tables[-1]
+        return {"resultType": "table", "data": last["data"], "schema": last["schema"],
+                "truncated": last["truncated"], "isJsonSchema": True}
+    if len(images) == 1 and not "".join(texts).strip():
+        return {"resultType": "image", "fileName": images[0]}
+    if images and not "".join(texts).strip():
+        return {"resultType": "images", "fileNames": images}
+    return {"resultType": "text", "data": "".join(texts).rstrip("\n")}
+
+
+class ContextService:
+    def __init__(self, ws, clusters):  # noqa: ANN001
+        self.ws = ws
+        self.clusters = clusters
+        self.contexts: dict[str, Context] = {}
+        self._lock = threading.Lock()
+        clusters.stop_listeners.append(self.cluster_stopped)
+
+    # ---- API -----------------------------------------------------------------------------
+    def create(self, caller: Principal, cluster_id: object, language: object) -> str:
+        lang = self._language(language)
+        procs = self._running_cluster(cluster_id)
+        ctx = Context(id=str(secrets.randbelow(9 * 10**18) + 10**18), cluster_id=cluster_id, language=lang,
+                      owner_id=caller.id)
+        with self._lock:
+            self.contexts[ctx.id] = ctx
+        threading.Thread(target=self._run_context, args=(ctx, procs), name=f"context-{ctx.id}",
+                         daemon=True).start()
+        return ctx.id
+
+    def status(self, caller: Principal, cluster_id: object, context_id: object) -> dict:
+        ctx = self._context(caller, cluster_id, context_id)
+        out = {"id": ctx.id, "status": ctx.status}
+        if ctx.error:
+            out["error"] = ctx.error
+        return out
+
+    def destroy(self, caller: Principal, cluster_id: object, context_id: object) -> None:
+        ctx = self._context(caller, cluster_id, context_id)
+        self._shutdown(ctx)
+
+    def execute(self, caller: Principal, body: dict) -> str:
+        ctx = self._context(caller, body.get("clusterId"), body.get("contextId"))
+        lang = self._language(body.get("language") or ctx.language)
+        code = body.get("command")
+        if not isinstance(code, str):
+            raise invalid("command is required and must be a string.")
+        if lang in ("scala", "r"):
+            raise invalid(f"Language {lang} is not supported on Brickyard clusters; use python or sql.")
+        if ctx.status == "Error":
+            raise BrickyardError("INVALID_STATE", f"Context {ctx.id} failed to start: {ctx.error}")
+        cmd = Command(id=uuid.uuid4().hex, code=code, language=lang)
+        ctx.commands[cmd.id] = cmd
+        ctx.work.put(cmd)
+        return cmd.id
+
+    def command_status(self, caller: Principal, cluster_id: object, context_id: object, command_id: object) -> dict:
+        ctx = self._context(caller, cluster_id, context_id)
+        cmd = ctx.commands.get(command_id) if isinstance(command_id, str) else None
+        if cmd is None:
+            raise invalid(f"Command {command_id} does not exist in context {ctx.id}.")
+        out = {"id": cmd.id, "status": cmd.status}
+        if cmd.results is not None:
+            out["results"] = cmd.results
+        return out
+
+    def cancel(self, caller: Principal, body: dict) -> None:
+        ctx = self._context(caller, body.get("clusterId"), body.get("contextId"))
+        cmd = ctx.commands.get(body.get("commandId"))
+        if cmd is None:
+            raise invalid(f"Command {body.get('commandId')} does not exist in context {ctx.id}.")
+        if cmd.status in ("Finished", "Error", "Cancelled"):
+            return
+        if cmd.status == "Queued":
+            cmd.status, cmd.results = "Cancelled", {"resultType": "error", "summary": "Command cancelled",
+                                                    "cause": "Cancelled before it started."}
+        elif cmd.status == "Running":
+            cmd.status = "Cancelling"
+            try:
+                ctx.kernel.interrupt_kernel()
+            except Exception:  # noqa: BLE001 - the kernel may be gone already
+                log.exception("interrupting context %s", ctx.id)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _language(self, language: object) -> str:
+        if not isinstance(language, str) or language.lower() not in LANGUAGES:
+            raise invalid(f"language must be one of {', '.join(LANGUAGES)}.")
+        return language.lower()
+
+    def _running_cluster(self, cluster_id: object):  # noqa: ANN202
+        info = self.clusters.get(cluster_id)  # raises for a missing cluster
+        procs = self.clusters.procs.get(cluster_id)
+        if info["state"] != "RUNNING" or procs is None:
+            raise BrickyardError("INVALID_STATE", f"Cluster {cluster_id} is not running (state {info['state']}).")
+        return procs
+
+    def _context(self, caller: Principal, cluster_id: object, context_id: object) -> Context:
+        ctx = self.contexts.get(context_id) if isinstance(context_id, str) else None
+        if ctx is None or ctx.cluster_id != cluster_id:
+            raise invalid(f"Context {context_id} does not exist on cluster {cluster_id}.")
+        if ctx.owner_id != caller.id and not caller.is_admin:
+            raise BrickyardError("PERMISSION_DENIED", f"Context {context_id} belongs to another user.")
+        return ctx
+
+    def kernel_env(self, ctx_id: str, procs) -> dict:  # noqa: ANN001
+        import os
+
+        spec = self.clusters.spec_of(procs.cluster_dir.name)
+        env = dict(os.environ)
+        env.update(spec.get("spark_env_vars") or {})
+        env.update({
+            "PYSPARK_GATEWAY_PORT": str(procs.info["gateway_port"]),
+            "PYSPARK_GATEWAY_SECRET": procs.info["gateway_secret"],
+            "BRICKYARD_CONTEXT_ID": f"ctx-{ctx_id}",
+            "BRICKYARD_CLUSTER_ID": procs.cluster_dir.name,
+            "PYSPARK_PYTHON": sys.executable,
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        })
+        return env
+
+    def _start_kernel(self, ctx: Context, procs):  # noqa: ANN001, ANN202
+        from jupyter_client import KernelManager
+
+        km = KernelManager()
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                "--IPKernelApp.exec_lines=['from brickyard.runtime.kernel_init import *']",
+                "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
+        km._kernel_spec = _spec(argv)  # noqa: SLF001 - a kernel spec without a kernels dir
+        workdir = Path(procs.cluster_dir) / "contexts" / ctx.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        km.connection_file = str(workdir / "connection.json")
+        log_file = open(workdir / "kernel.log", "ab")  # noqa: SIM115 - owned by the kernel process
+        try:
+            km.start_kernel(env=self.kernel_env(ctx.id, procs), cwd=str(workdir), stdout=log_file,
+                            stderr=subprocess.STDOUT)
+        finally:
+            log_file.close()
+        client = km.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+        return km, client
+
+    def _run(self, ctx: Context, code: str) -> dict:
+        msgs: list[dict] = []
+        reply = ctx.client.execute_interactive(code, timeout=None, output_hook=msgs.append, allow_stdin=False,
+                                               store_history=True)
+        if reply["content"].get("status") == "error" and not any(m["msg_type"] == "error" for m in msgs):
+            msgs.append({"msg_type": "error", "content": reply["content"]})
+        return results_from_messages(msgs, self._save_image)
+
+    def _save_image(self, png: bytes) -> str:
+        """Store a plot in dbfs:/FileStore/plots/, as Databricks does; returns its /plots/ name."""
+        name = f"{uuid.uuid4()}.png"
+        folder = self.ws.settings.dbfs_root / "FileStore" / "plots"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(png)
+        tmp.replace(folder / name)
+        return f"/plots/{name}"
+
+    def _run_context(self, ctx: Context, procs) -> None:  # noqa: ANN001
+        try:
+            ctx.kernel, ctx.client = self._start_kernel(ctx, procs)
+            check = self._run(ctx, "spark.range(1).count()")
+            if check["resultType"] == "error":
+                raise RuntimeError(f"{check['summary']}\n{check.get('cause', '')[-2000:]}")
+            ctx.status = "Running"
+        except Exception as exc:  # noqa: BLE001 - reported through contexts/status
+            log.warning("context %s failed to start: %s", ctx.id, exc)
+            ctx.status, ctx.error = "Error", f"The execution context could not start: {exc}"
+            self._shutdown(ctx, forget=False)
+            return
+        while True:
+            cmd = ctx.work.get()
+            if cmd is None:
+                return
+            if cmd.status == "Cancelled":
+                continue
+            cmd.status = "Running"
+            ctx.running = cmd
+            self.clusters.mark_busy(ctx.cluster_id, +1)
+            try:
+                code = cmd.code if cmd.language == "python" else f"_brickyard_sql({cmd.code!r})"
+                results = self._run(ctx, code)
+            except Exception as exc:  # noqa: BLE001 - the kernel died or the channel broke
+                results = {"resultType": "error", "summary": "The execution context stopped",
+                           "cause": str(exc)}
+            finally:
+                self.clusters.mark_busy(ctx.cluster_id, -1)
+                ctx.running = None
+            if cmd.status == "Cancelling":
+                cmd.status = "Cancelled"
+            else:
+                cmd.status = "Finished"  # as on Databricks, failed code is Finished with an error result
+            cmd.results = results
+
+    def _shutdown(self, ctx: Context, forget: bool = True) -> None:
+        if forget:
+            with self._lock:
+                self.contexts.pop(ctx.id, None)
+        ctx.work.put(None)
+        try:
+            if ctx.client is not None:
+                ctx.client.stop_channels()
+            if ctx.kernel is not None:
+                ctx.kernel.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001
+            log.exception("stopping context %s", ctx.id)
+
+    def cluster_stopped(self, cluster_id: str) -> None:
+        for ctx in [c for c in self.contexts.values() if c.cluster_id == cluster_id]:
+            self._shutdown(ctx)
+
+    def close(self) -> None:
+        for ctx in list(self.contexts.values()):
+            self._shutdown(ctx)
+
+
+def _spec(argv: list[str]):  # noqa: ANN202
+    from jupyter_client.kernelspec import KernelSpec
+
+    return KernelSpec(argv=argv, display_name="Brickyard", language="python", resource_dir="")

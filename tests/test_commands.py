@@ -1,0 +1,110 @@
+"""Command Execution API 1.2 through databricks-sdk on a real Spark cluster."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from databricks.sdk.errors import DatabricksError, NotFound
+from databricks.sdk.service import compute
+
+pytestmark = pytest.mark.slow
+T = timedelta(minutes=3)
+
+
+@pytest.fixture(scope="module")
+def ctx(w, cluster_id):
+    created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
+    yield created.id
+    w.command_execution.destroy(cluster_id, created.id)
+
+
+def run(w, cluster_id, ctx, code, language=compute.Language.PYTHON):
+    return w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx, language=language,
+                                                command=code, timeout=T)
+
+
+def test_python_state_and_text(w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "x = spark.range(1000).count()\nprint('rows', x)")
+    assert r.status == compute.CommandStatus.FINISHED
+    assert r.results.result_type == compute.ResultType.TEXT and r.results.data == "rows 1000"
+    r = run(w, cluster_id, ctx, "x * 2")
+    assert r.results.data == "2000"
+    r = run(w, cluster_id, ctx, "sc.parallelize(range(100), 4).map(lambda v: v * v).sum()")
+    assert r.results.data == "328350"
+    r = run(w, cluster_id, ctx, "from pyspark.sql.functions import udf\n"
+                                "plus = udf(lambda v: v + 1, 'long')\n"
+                                "spark.range(3).select(plus('id').alias('p')).collect()")
+    assert "p=3" in r.results.data
+
+
+def test_tables_from_display_and_sql(w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "display(spark.range(5).withColumnRenamed('id', 'n'))")
+    assert r.results.result_type == compute.ResultType.TABLE
+    assert r.results.data == [[0], [1], [2], [3], [4]]
+    assert r.results.schema[0]["name"] == "n" and r.results.schema[0]["type"] == '"long"'
+    run(w, cluster_id, ctx, "spark.range(3).createOrReplaceTempView('three')")
+    sql_ctx = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.SQL, timeout=T)
+    try:
+        r = run(w, cluster_id, sql_ctx.id, "SELECT 1 AS a, 'x;y' AS b; SELECT 42 AS answer",
+                language=compute.Language.SQL)
+        assert r.results.result_type == compute.ResultType.TABLE and r.results.data == [[42]]
+        # Temp views are private to their context.
+        r = run(w, cluster_id, sql_ctx.id, "SELECT * FROM three", language=compute.Language.SQL)
+        assert r.results.result_type == compute.ResultType.ERROR and "three" in r.results.cause
+    finally:
+        w.command_execution.destroy(cluster_id, sql_ctx.id)
+
+
+def test_plot_becomes_image(server, w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()")
+    assert r.results.result_type == compute.ResultType.IMAGE
+    assert r.results.file_name.startswith("/plots/")
+    png = server.settings.dbfs_root / "FileStore" / r.results.file_name.lstrip("/")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_error_result(w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "1 / 0")
+    assert r.status == compute.CommandStatus.FINISHED
+    assert r.results.result_type == compute.ResultType.ERROR
+    assert r.results.summary.startswith("ZeroDivisionError")
+    assert "Traceback" in r.results.cause or "ZeroDivisionError" in r.results.cause
+
+
+def test_cancel_stops_spark_job(w, cluster_id, ctx):
+    waiter = w.command_execution.execute(
+        cluster_id=cluster_id, context_id=ctx, language=compute.Language.PYTHON,
+        command="import time\nsc.parallelize(range(200), 2).map(lambda x: time.sleep(1) or x).count()")
+    command_id = waiter.command_id
+    deadline = time.time() + 60
+    while w.command_execution.command_status(cluster_id, ctx, command_id).status != compute.CommandStatus.RUNNING:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(2)
+    started = time.time()
+    w.command_execution.cancel_and_wait(cluster_id=cluster_id, context_id=ctx, command_id=command_id, timeout=T)
+    assert time.time() - started < 30
+    status = w.command_execution.command_status(cluster_id, ctx, command_id)
+    assert status.status == compute.CommandStatus.CANCELLED
+    # The Spark job was cancelled too, and the context still works afterwards.
+    r = run(w, cluster_id, ctx, "import time\ntime.sleep(1)\nprint(sc.statusTracker().getActiveJobsIds())")
+    assert r.results.data == "[]"
+    assert run(w, cluster_id, ctx, "spark.range(10).count()").results.data == "10"
+
+
+def test_bad_requests(server, w, cluster_id, ctx):
+    r = server.api("POST", "/api/1.2/contexts/create", json={"clusterId": cluster_id, "language": "cobol"})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    r = server.api("POST", "/api/1.2/contexts/create", json={"clusterId": "nope", "language": "python"})
+    assert r.status_code == 400
+    r = server.api("GET", "/api/1.2/commands/status",
+                   params={"clusterId": cluster_id, "contextId": ctx, "commandId": "missing"})
+    assert r.status_code == 400
+    r = server.api("POST", "/api/1.2/commands/execute",
+                   json={"clusterId": cluster_id, "contextId": ctx, "language": "scala", "command": "1"})
+    assert r.status_code == 400 and "scala" in r.json()["message"]
+    _, token = server.new_user("ctx-outsider")
+    r = server.api("GET", "/api/1.2/contexts/status", token=token, params={"clusterId": cluster_id, "contextId": ctx})
+    assert r.status_code == 403
