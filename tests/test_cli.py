@@ -1,6 +1,7 @@
 """`brickyard up` as a real process: first start, restart, signals, profile, bad settings."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -57,6 +58,7 @@ def test_first_start_prints_token_and_secures_home(tmp_path):
 def test_restart_keeps_data(tmp_path):
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.core import Config
+    from databricks.sdk.service.workspace import ExportFormat, ImportFormat, Language
 
     home, port = tmp_path / "home", free_port()
     env = {"BRICKYARD_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
@@ -71,6 +73,12 @@ def test_restart_keeps_data(tmp_path):
         w.workspace.mkdirs("/Shared/kept/inner")
         tok = w.tokens.create(comment="survives restart")
         user = w.users.create(user_name="kept@example.com")
+        w.secrets.create_scope(scope="kept")
+        w.secrets.put_secret(scope="kept", key="pw", string_value="s3cret")
+        w.dbfs.put("/FileStore/kept.txt", contents=base64.b64encode(b"kept bytes").decode(), overwrite=True)
+        notebook = b"# Databricks notebook source\nprint('kept')\n"
+        w.workspace.import_("/Shared/kept/nb", content=base64.b64encode(notebook).decode(),
+                            format=ImportFormat.SOURCE, language=Language.PYTHON)
     finally:
         assert stop(proc)[0] == 0
     proc = run_cli_server(home, port, env)
@@ -80,6 +88,10 @@ def test_restart_keeps_data(tmp_path):
         assert w.users.get(user.id).user_name == "kept@example.com"
         assert w.workspace.get_status("/Users/kept@example.com").object_type.value == "DIRECTORY"
         assert any(t.comment == "survives restart" for t in w.tokens.list())
+        assert w.dbutils.secrets.get("kept", "pw") == "s3cret"
+        assert w.dbfs.read("/FileStore/kept.txt").data == base64.b64encode(b"kept bytes").decode()
+        exported = w.workspace.export("/Shared/kept/nb", format=ExportFormat.SOURCE)
+        assert b"print('kept')" in base64.b64decode(exported.content)
         other = WorkspaceClient(config=Config(host=url, token=tok.token_value, retry_timeout_seconds=20))
         assert other.current_user.me().user_name == "admin"
     finally:

@@ -21,6 +21,12 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 
 
 async def _brickyard_error(request: Request, exc: BrickyardError) -> JSONResponse:
+    if exc.http_status >= 500:
+        request_id = getattr(request.state, "request_id", uuid.uuid4().hex)
+        log.error("request %s %s failed (request id %s): %s %s", request.method, request.url.path, request_id,
+                  exc.error_code, exc.message)
+        return _error(exc.http_status, exc.error_code, f"{exc.message} (request id {request_id})",
+                      {"x-request-id": request_id})
     return _error(exc.http_status, exc.error_code, exc.message)
 
 
@@ -47,6 +53,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "INTERNAL_ERROR", f"Internal error; request id {request_id}.",
                   {"x-request-id": request_id})
 
+
+OWN_SIZE_LIMITS = frozenset({"/api/2.0/workspace/import"})
 
 ERROR_HANDLERS = (
     (BrickyardError, _brickyard_error),
@@ -76,7 +84,8 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     async def _request_context(request: Request, call_next):  # noqa: ANN001, ANN202
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
+        # Notebook imports answer an oversized upload themselves (400 MAX_NOTEBOOK_SIZE_EXCEEDED).
+        if length and length.isdigit() and int(length) > max_bytes and request.url.path not in OWN_SIZE_LIMITS:
             return _error(413, "REQUEST_ENTITY_TOO_LARGE",
                           f"The request body is larger than {max_bytes} bytes.")
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from importlib.metadata import version
 
-SPARK_VERSION = "4.3.0"
+SPARK_VERSION = version("pyspark")
 SCALA = "2.13"
 
 
