@@ -231,14 +231,7 @@ class SecretService:
         sess.flush()
 
     def delete_acl(self, sess: Session, caller: Principal, scope_name: object, principal: object) -> None:
-        scope = self._scope(sess, scope_name)
-        self._require(sess, caller, scope, "MANAGE")
-        if not isinstance(principal, str) or not principal:
-            raise invalid("Missing required field: principal")
-        row = self._acl(sess, scope, principal)
-        if row is None:
-            raise not_found(f"No ACL for principal {principal[:256]} on scope {scope.name}.")
-        sess.delete(row)
+        sess.delete(self.get_acl(sess, caller, scope_name, principal))
 
     def get_acl(self, sess: Session, caller: Principal, scope_name: object, principal: object) -> SecretAcl:
         scope = self._scope(sess, scope_name)

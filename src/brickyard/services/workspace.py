@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from brickyard.errors import BrickyardError, already_exists, denied, invalid, not_found
 from brickyard.runtime import formats
+from brickyard.runtime.formats.model import LANGUAGES
 from brickyard.services.common import new_numeric_id, now_ms
 from brickyard.services.users import Principal
 from brickyard.store.models import User, WorkspaceObject
@@ -28,7 +29,6 @@ MAX_PATH = 4096
 MAX_NOTEBOOK_BYTES = 10 * 1024 * 1024
 MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
 FORMATS = ("SOURCE", "HTML", "JUPYTER", "DBC", "AUTO", "RAW", "R_MARKDOWN")
-LANGUAGES = ("PYTHON", "SQL", "SCALA", "R")
 MEDIA_TYPES = {
     "SOURCE": "text/plain; charset=utf-8",
     "JUPYTER": "application/x-ipynb+json",
