@@ -135,3 +135,71 @@ class ClusterEvent(Base):
     timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
     type: Mapped[str] = mapped_column(String(48), nullable=False)
     details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    creator_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    creator_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    run_as_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    run_as_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    name: Mapped[str] = mapped_column(String(4096), nullable=False, index=True)
+    settings: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: JobSettings as stored
+
+
+class JobRun(Base):
+    """A job run (or a one-time submitted run); its tasks are JobTaskRun rows."""
+
+    __tablename__ = "job_runs"
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    run_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    run_name: Mapped[str] = mapped_column(String(4096), nullable=False, default="")
+    trigger: Mapped[str] = mapped_column(String(32), nullable=False)
+    creator_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    creator_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    run_as_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    run_as_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    spec: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: the settings the run executes
+    params: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # JSON: parameters of the run
+    life_cycle_state: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    result_state: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    state_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    termination: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: code, type, message
+    user_cancelled_or_timedout: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    idempotency_token: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    start_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    queue_duration: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobTaskRun(Base):
+    """One attempt of one task of a run; a retry is a new row with the next attempt_number."""
+
+    __tablename__ = "job_task_runs"
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    parent_run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_runs.run_id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    task_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    attempt_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    spec: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: the task with parameters resolved
+    life_cycle_state: Mapped[str] = mapped_column(String(32), nullable=False)
+    result_state: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    state_message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    cluster_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    start_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    setup_duration: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    execution_duration: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    cleanup_duration: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # dbutils.notebook.exit value
+    result_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_trace: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The executed notebook with its outputs (canonical JSON, see runtime/formats).
+    notebook: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
