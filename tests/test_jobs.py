@@ -1,0 +1,328 @@
+"""Jobs API (2.0/2.1/2.2) through databricks-sdk and raw HTTP, with runs on real Spark clusters."""
+from __future__ import annotations
+
+import base64
+import io
+import time
+from datetime import timedelta
+
+import pytest
+from databricks.sdk.errors import InvalidParameterValue, NotFound, OperationFailed, PermissionDenied, Unauthenticated
+from databricks.sdk.service import jobs
+from databricks.sdk.service.compute import ClusterSpec
+from databricks.sdk.service.workspace import ImportFormat, Language
+
+NEW_CLUSTER = dict(spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.small", num_workers=0,
+                   spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[2]"},
+                   custom_tags={"ResourceClass": "SingleNode"})
+WAIT = timedelta(minutes=5)
+
+
+def nb_task(key: str, path: str, cluster: str | None = None, **kw) -> jobs.Task:
+    compute = {"existing_cluster_id": cluster} if cluster else {"new_cluster": ClusterSpec.from_dict(NEW_CLUSTER)}
+    return jobs.Task(task_key=key, notebook_task=jobs.NotebookTask(notebook_path=path), **compute, **kw)
+
+
+def py_task(key: str, file: str, cluster: str, params: list[str] | None = None, **kw) -> jobs.Task:
+    return jobs.Task(task_key=key, existing_cluster_id=cluster,
+                     spark_python_task=jobs.SparkPythonTask(python_file=file, parameters=params or []), **kw)
+
+
+def put_dbfs(w, path: str, text: str) -> str:
+    w.dbfs.upload(path, io.BytesIO(text.encode()), overwrite=True)
+    return "dbfs:" + path
+
+
+def wait_run(w, run_id: int) -> jobs.Run:
+    return w.jobs.wait_get_run_job_terminated_or_skipped(run_id, timeout=WAIT)
+
+
+def wait_state(w, run_id: int, states: tuple, timeout: float = 120) -> jobs.Run:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = w.jobs.get_run(run_id)
+        if run.state.life_cycle_state.value in states:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} never reached {states}: {run.state}")
+
+
+# ---- settings, validation, permissions (no Spark) ------------------------------------------
+
+def test_job_crud(server, w, unique):
+    name = unique("job")
+    created = w.jobs.create(name=name, tasks=[nb_task("a", "/Shared/x")], max_concurrent_runs=2,
+                            tags={"team": "lab"},
+                            parameters=[jobs.JobParameterDefinition(name="alpha", default="0.5")])
+    job = w.jobs.get(created.job_id)
+    assert job.creator_user_name == "admin" and job.created_time > 0
+    assert job.settings.name == name and job.settings.max_concurrent_runs == 2
+    assert job.settings.tasks[0].notebook_task.notebook_path == "/Shared/x"
+    assert job.settings.tasks[0].new_cluster.spark_version == NEW_CLUSTER["spark_version"]
+    assert job.settings.parameters[0].default == "0.5"
+    listed = [j for j in w.jobs.list(name=name)]
+    assert [j.job_id for j in listed] == [created.job_id]
+    assert not listed[0].settings.tasks  # tasks only with expand_tasks
+    assert [j for j in w.jobs.list(name=name, expand_tasks=True)][0].settings.tasks[0].task_key == "a"
+    # update merges tasks by key and removes fields; reset replaces everything
+    w.jobs.update(created.job_id, new_settings=jobs.JobSettings(
+        name=name + "-2", tasks=[nb_task("b", "/Shared/y", depends_on=[jobs.TaskDependency("a")])]),
+        fields_to_remove=["tags"])
+    job = w.jobs.get(created.job_id)
+    assert job.settings.name == name + "-2" and [t.task_key for t in job.settings.tasks] == ["a", "b"]
+    assert not job.settings.tags
+    w.jobs.update(created.job_id, fields_to_remove=["tasks/b"])
+    assert [t.task_key for t in w.jobs.get(created.job_id).settings.tasks] == ["a"]
+    w.jobs.reset(created.job_id, new_settings=jobs.JobSettings(name=name + "-3", tasks=[nb_task("c", "/Shared/z")]))
+    job = w.jobs.get(created.job_id)
+    assert job.settings.name == name + "-3" and [t.task_key for t in job.settings.tasks] == ["c"]
+    assert job.settings.max_concurrent_runs == 1 and not job.settings.parameters
+    # paging through the SDK iterator
+    ids = [w.jobs.create(name=f"{name}-p{i}").job_id for i in range(3)]
+    seen = [j.job_id for j in w.jobs.list(limit=1)]
+    assert set(ids) <= set(seen) and len(seen) == len(set(seen))
+    w.jobs.delete(created.job_id)
+    with pytest.raises(NotFound, match="does not exist"):
+        w.jobs.get(created.job_id)
+    for i in ids:
+        w.jobs.delete(i)
+
+
+@pytest.mark.parametrize("settings,field", [
+    ({"tasks": [{"notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER}]}, "task_key"),
+    ({"tasks": [{"task_key": "a", "new_cluster": NEW_CLUSTER}]}, "task type"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"},
+                 "spark_python_task": {"python_file": "dbfs:/a.py"}, "new_cluster": NEW_CLUSTER}]}, "task type"),
+    ({"tasks": [{"task_key": "a", "spark_jar_task": {"main_class_name": "A"}, "new_cluster": NEW_CLUSTER}]},
+     "spark_jar_task"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "relative"}, "new_cluster": NEW_CLUSTER}]},
+     "notebook_path"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}}]}, "existing_cluster_id"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"},
+                 "existing_cluster_id": "0000-000000-nothere0"}]}, "tasks[0].existing_cluster_id"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"},
+                 "new_cluster": {**NEW_CLUSTER, "node_type_id": "huge.box"}}]}, "tasks[0].new_cluster"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER,
+                 "depends_on": [{"task_key": "zz"}]}]}, "depends_on"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER,
+                 "depends_on": [{"task_key": "b"}]},
+                {"task_key": "b", "notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER,
+                 "depends_on": [{"task_key": "a"}]}]}, "cycle"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER},
+                {"task_key": "a", "notebook_task": {"notebook_path": "/b"}, "new_cluster": NEW_CLUSTER}]},
+     "duplicated"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}, "new_cluster": NEW_CLUSTER,
+                 "max_retries": -5}]}, "max_retries"),
+    ({"tasks": [{"task_key": "a", "notebook_task": {"notebook_path": "/a"}, "job_cluster_key": "nope"}]},
+     "job_cluster_key"),
+    ({"schedule": {"quartz_cron_expression": "0 * * * *", "timezone_id": "UTC"}}, "schedule"),
+    ({"schedule": {"quartz_cron_expression": "0 0 * * * ?", "timezone_id": "Mars/Olympus"}}, "timezone_id"),
+    ({"schedule": {"quartz_cron_expression": "0 0 * * * ?", "timezone_id": "UTC", "pause_status": "NO"}},
+     "pause_status"),
+    ({"max_concurrent_runs": "many"}, "max_concurrent_runs"),
+    ({"parameters": [{"name": "x"}]}, "parameters[0].default"),
+])
+def test_invalid_settings_name_the_field(server, unique, settings, field):
+    name = unique("bad")
+    r = server.api("POST", "/api/2.2/jobs/create", json={"name": name, **settings})
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE" and field in r.json()["message"]
+    listed = server.api("GET", "/api/2.2/jobs/list", params={"name": name}).json()
+    assert not listed.get("jobs")  # nothing half-written
+
+
+def test_errors_404_403_401(server, w, unique):
+    job_id = w.jobs.create(name=unique("own"), tasks=[nb_task("a", "/Shared/x")]).job_id
+    with pytest.raises(NotFound):
+        w.jobs.get(1)
+    with pytest.raises(NotFound):
+        w.jobs.get_run(1)
+    with pytest.raises(NotFound):
+        w.jobs.get_run_output(1)
+    r = server.api("GET", "/api/2.1/jobs/get", params={"job_id": 12345})
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    r = server.api("GET", "/api/2.1/jobs/runs/get", params={"run_id": "abc"})
+    assert r.status_code == 400 and "run_id" in r.json()["message"]
+    r = server.api("POST", "/api/2.2/jobs/delete", json={})
+    assert r.status_code == 400 and "job_id" in r.json()["message"]
+    _, token = server.new_user(unique("bob") + "@example.com")
+    bob = server.client(token)
+    for call in (lambda: bob.jobs.get(job_id), lambda: bob.jobs.run_now(job_id),
+                 lambda: bob.jobs.delete(job_id), lambda: bob.jobs.reset(job_id, jobs.JobSettings(name="x")),
+                 lambda: list(bob.jobs.list_runs(job_id=job_id))):
+        with pytest.raises(PermissionDenied):
+            call()
+    assert job_id not in [j.job_id for j in bob.jobs.list()]
+    bobs = bob.jobs.create(name=unique("bobs")).job_id
+    assert w.jobs.get(bobs).creator_user_name.startswith("bob")  # admins see every job
+    r = server.api("GET", "/api/2.2/jobs/list", token="dapi" + "9" * 32)
+    assert r.status_code == 401
+    with pytest.raises(Unauthenticated):
+        server.client("dapi" + "9" * 32).jobs.get(job_id)
+    r = server.api("POST", "/api/2.2/jobs/run-now", json={"job_id": bobs})
+    assert r.status_code == 400 and "no tasks" in r.json()["message"]
+    w.jobs.delete(job_id)
+    w.jobs.delete(bobs)
+
+
+def test_api_20_single_task_shape(server, unique):
+    body = {"name": unique("legacy"), "new_cluster": NEW_CLUSTER, "max_retries": 1,
+            "notebook_task": {"notebook_path": "/Shared/legacy", "base_parameters": {"a": "1"}}}
+    job_id = server.api("POST", "/api/2.0/jobs/create", json=body).json()["job_id"]
+    flat = server.api("GET", "/api/2.0/jobs/get", params={"job_id": job_id}).json()["settings"]
+    assert flat["notebook_task"]["notebook_path"] == "/Shared/legacy" and flat["max_retries"] == 1
+    assert "tasks" not in flat and flat["new_cluster"]["num_workers"] == 0
+    tasks = server.api("GET", "/api/2.1/jobs/get", params={"job_id": job_id}).json()["settings"]["tasks"]
+    assert tasks[0]["notebook_task"]["base_parameters"] == {"a": "1"}
+    listed = server.api("GET", "/api/2.0/jobs/list").json()["jobs"]
+    assert any(j["job_id"] == job_id and j["settings"]["name"] == body["name"] for j in listed)
+    r = server.api("POST", "/api/2.0/jobs/update", json={"job_id": job_id, "new_settings": {"max_retries": 3}})
+    assert r.status_code == 200, r.text
+    flat = server.api("GET", "/api/2.0/jobs/get", params={"job_id": job_id}).json()["settings"]
+    assert flat["max_retries"] == 3 and flat["notebook_task"]["notebook_path"] == "/Shared/legacy"
+    assert server.api("POST", "/api/2.0/jobs/delete", json={"job_id": job_id}).status_code == 200
+
+
+# ---- runs on a real cluster -----------------------------------------------------------------
+
+PY_OK = """
+import json, os, sys
+from pyspark.sql import SparkSession
+from databricks.sdk import WorkspaceClient
+spark = SparkSession.builder.getOrCreate()
+total = spark.range(10).groupBy().sum("id").collect()[0][0]
+me = WorkspaceClient().current_user.me().user_name  # the run user's own token, from the environment
+print(json.dumps({"argv": sys.argv[1:], "total": total, "me": me,
+                  "secret_env": [k for k in os.environ if "MASTER_KEY" in k or "BOOTSTRAP" in k]}))
+"""
+
+
+@pytest.mark.slow
+def test_spark_python_task_submit_and_output(server, w, cluster_id, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('ok')}.py", PY_OK)
+    waiter = w.jobs.submit(run_name="py-ok", tasks=[jobs.SubmitTask.from_dict(
+        py_task("main", file, cluster_id, ["--alpha", "{{job.run_id}}"]).as_dict())])
+    run = waiter.result(timeout=WAIT)
+    assert run.state.life_cycle_state == jobs.RunLifeCycleState.TERMINATED
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert run.run_type == jobs.RunType.SUBMIT_RUN and run.creator_user_name == "admin"
+    assert run.run_page_url.startswith(server.url) and str(run.run_id) in run.run_page_url
+    task = run.tasks[0]
+    assert task.run_id != run.run_id and task.cluster_instance.cluster_id == cluster_id
+    assert task.start_time and task.end_time >= task.start_time and task.execution_duration > 0
+    out = w.jobs.get_run_output(task.run_id)
+    assert '"total": 45' in out.logs and f'"argv": ["--alpha", "{run.run_id}"]' in out.logs
+    assert '"me": "admin"' in out.logs and '"secret_env": []' in out.logs
+    assert out.metadata.run_id == task.run_id and not out.error
+    listed = [r.run_id for r in w.jobs.list_runs(run_type=jobs.RunType.SUBMIT_RUN, completed_only=True)]
+    assert run.run_id in listed
+    # the run token is revoked when the run ends
+    assert not [t for t in w.tokens.list() if "job run" in (t.comment or "")]
+    w.jobs.delete_run(run.run_id)
+    with pytest.raises(NotFound):
+        w.jobs.get_run(run.run_id)
+
+
+@pytest.mark.slow
+def test_failing_python_task(w, cluster_id, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('bad')}.py",
+                    "def f():\n    raise ValueError('boom from the job')\nprint('before')\nf()\n")
+    job_id = w.jobs.create(name=unique("failing"), tasks=[py_task("t", file, cluster_id)]).job_id
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    assert "boom from the job" in run.state.state_message
+    out = w.jobs.get_run_output(run.tasks[0].run_id)
+    assert out.error == "ValueError: boom from the job"
+    assert out.error_trace.startswith("Traceback") and "in f" in out.error_trace
+    assert "before" in out.logs
+    # a missing file fails the task with a clear error, not the supervisor
+    w.jobs.reset(job_id, jobs.JobSettings(name="x", tasks=[py_task("t", "dbfs:/nothere/x.py", cluster_id)]))
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    assert "nothere" in w.jobs.get_run_output(run.tasks[0].run_id).error
+    w.jobs.delete(job_id)
+
+
+SLOW_PY = """
+import time
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+print("started", flush=True)
+spark.sparkContext.parallelize(range(60), 2).map(lambda x: time.sleep(1) or x).count()
+"""
+
+
+@pytest.mark.slow
+def test_cancel_and_timeout(w, cluster_id, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('slow')}.py", SLOW_PY)
+    job_id = w.jobs.create(name=unique("slow"), tasks=[py_task("t", file, cluster_id)]).job_id
+    run_id = w.jobs.run_now(job_id).run_id
+    wait_state(w, run_id, ("RUNNING",))
+    time.sleep(3)
+    run = w.jobs.cancel_run(run_id).result(timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.CANCELED
+    assert run.state.user_cancelled_or_timedout and run.tasks[0].state.result_state == jobs.RunResultState.CANCELED
+    # timeout_seconds on the task
+    w.jobs.reset(job_id, jobs.JobSettings(name="t", tasks=[py_task("t", file, cluster_id, timeout_seconds=8)]))
+    started = time.time()
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.TIMEDOUT and time.time() - started < 45
+    assert "timed out" in w.jobs.get_run_output(run.tasks[0].run_id).error
+    # timeout_seconds on the job
+    w.jobs.reset(job_id, jobs.JobSettings(name="t", timeout_seconds=8, tasks=[py_task("t", file, cluster_id)]))
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.TIMEDOUT and run.state.user_cancelled_or_timedout
+    w.jobs.delete(job_id)
+
+
+FLAKY_PY = """
+import sys
+from databricks.sdk import WorkspaceClient
+w = WorkspaceClient()
+marker = sys.argv[1]
+try:
+    w.dbfs.get_status(marker)
+except Exception:
+    w.dbfs.put(marker, contents="", overwrite=True)
+    raise RuntimeError("first attempt fails")
+print("second attempt succeeds")
+"""
+
+
+@pytest.mark.slow
+def test_retries(w, cluster_id, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('flaky')}.py", FLAKY_PY)
+    marker = f"/FileStore/jobs/{unique('marker')}"
+    job_id = w.jobs.create(name=unique("flaky"), tasks=[py_task(
+        "t", file, cluster_id, [marker], max_retries=2, min_retry_interval_millis=500)]).job_id
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert run.tasks[0].attempt_number == 1
+    assert "second attempt succeeds" in w.jobs.get_run_output(run.tasks[0].run_id).logs
+    first = [r for r in w.jobs.list_runs(job_id=job_id, expand_tasks=True)][0]
+    assert first.run_id == run.run_id
+    w.jobs.delete(job_id)
+
+
+@pytest.mark.slow
+def test_depends_on(w, cluster_id, unique):
+    ok = put_dbfs(w, f"/FileStore/jobs/{unique('ok')}.py", "print('ok')\n")
+    bad = put_dbfs(w, f"/FileStore/jobs/{unique('bad')}.py", "raise SystemExit(3)\n")
+    tasks = [py_task("first", ok, cluster_id),
+             py_task("second", ok, cluster_id, depends_on=[jobs.TaskDependency("first")])]
+    run = w.jobs.submit(run_name="dag", tasks=[jobs.SubmitTask.from_dict(t.as_dict()) for t in tasks]).result(
+        timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS
+    by_key = {t.task_key: t for t in run.tasks}
+    assert by_key["second"].start_time >= by_key["first"].end_time
+    with pytest.raises(InvalidParameterValue, match="multiple tasks"):
+        w.jobs.get_run_output(run.run_id)
+    tasks[0] = py_task("first", bad, cluster_id)
+    run = w.jobs.submit(run_name="dag", tasks=[jobs.SubmitTask.from_dict(t.as_dict()) for t in tasks]).result(
+        timeout=WAIT)
+    by_key = {t.task_key: t for t in run.tasks}
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    assert by_key["first"].state.result_state == jobs.RunResultState.FAILED
+    assert by_key["second"].state.life_cycle_state == jobs.RunLifeCycleState.SKIPPED
+    assert by_key["second"].state.result_state == jobs.RunResultState.UPSTREAM_FAILED
+    assert "exited with code 3" in w.jobs.get_run_output(by_key["first"].run_id).error
