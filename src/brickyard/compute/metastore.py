@@ -5,6 +5,11 @@ the service under <home>/metastore/metastore_db, or any JDBC database (PostgreSQ
 jdbc_url="jdbc:postgresql://host/db", whose driver comes from the JVM cache). Its pid and
 port are recorded in <home>/metastore/metastore.json, so a restarted workspace adopts the
 running service (or restarts it when its configuration changed).
+
+PostgreSQL is wired (URL, user, password, driver jar) but not yet proven: in a manual try
+with a local PostgreSQL 15 the service started and created databases, then hung in
+create_table while DataNucleus auto-created the schema; load Hive's own
+hive-schema-2.3.0.postgres.sql first and set autoCreateAll off before relying on it.
 """
 from __future__ import annotations
 
