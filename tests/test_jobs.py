@@ -12,6 +12,8 @@ from databricks.sdk.service import jobs
 from databricks.sdk.service.compute import ClusterSpec
 from databricks.sdk.service.workspace import ImportFormat, Language
 
+from conftest import ThreadedServer, make_settings
+
 NEW_CLUSTER = dict(spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.small", num_workers=0,
                    spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[2]"},
                    custom_tags={"ResourceClass": "SingleNode"})
@@ -326,3 +328,175 @@ def test_depends_on(w, cluster_id, unique):
     assert by_key["second"].state.life_cycle_state == jobs.RunLifeCycleState.SKIPPED
     assert by_key["second"].state.result_state == jobs.RunResultState.UPSTREAM_FAILED
     assert "exited with code 3" in w.jobs.get_run_output(by_key["first"].run_id).error
+
+
+NOTEBOOK = """# Databricks notebook source
+dbutils.widgets.text("x", "default-x")
+x = dbutils.widgets.get("x")
+print("x is", x)
+
+# COMMAND ----------
+
+display(spark.range(3).toDF("n"))
+
+# COMMAND ----------
+
+dbutils.notebook.exit(f"result-{x}-{dbutils.widgets.get('y')}")
+"""
+FAILING_NOTEBOOK = """# Databricks notebook source
+print("cell one ran")
+
+# COMMAND ----------
+
+raise RuntimeError("notebook says no")
+"""
+
+
+def import_notebook(w, path: str, source: str) -> str:
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    w.workspace.import_(path, content=base64.b64encode(source.encode()).decode(), format=ImportFormat.SOURCE,
+                        language=Language.PYTHON, overwrite=True)
+    return path
+
+
+@pytest.mark.slow
+def test_notebook_job_parameters_exit_value_and_export(server, w, cluster_id, unique):
+    path = import_notebook(w, f"/Shared/jobs/{unique('nb')}", NOTEBOOK)
+    task = nb_task("nb", path, cluster_id)
+    task.notebook_task.base_parameters = {"x": "base", "y": "why"}
+    job_id = w.jobs.create(name=unique("nbjob"), tasks=[task]).job_id
+    run = w.jobs.run_now_and_wait(job_id, notebook_params={"x": "override"}, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert run.overriding_parameters.notebook_params == {"x": "override"}
+    out = w.jobs.get_run_output(run.tasks[0].run_id)
+    assert out.notebook_output.result == "result-override-why" and not out.notebook_output.truncated
+    # the executed copy with its outputs, exported as HTML
+    views = w.jobs.export_run(run.tasks[0].run_id, views_to_export=jobs.ViewsToExport.ALL).views
+    assert len(views) == 1 and views[0].type == jobs.ViewType.NOTEBOOK
+    assert "x is override" in views[0].content and "<html" in views[0].content.lower()
+    assert w.jobs.export_run(run.tasks[0].run_id, views_to_export=jobs.ViewsToExport.DASHBOARDS).views == []
+    # a failing cell fails the run, with the error and its trace
+    import_notebook(w, path, FAILING_NOTEBOOK)
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    out = w.jobs.get_run_output(run.tasks[0].run_id)
+    assert "notebook says no" in out.error and "RuntimeError" in (out.error_trace or "")
+    assert not out.notebook_output.result
+    html = w.jobs.export_run(run.tasks[0].run_id).views[0].content
+    assert "cell one ran" in html and "notebook says no" in html
+    # a missing notebook fails the task, not the run supervisor
+    w.jobs.reset(job_id, jobs.JobSettings(name="x", tasks=[nb_task("nb", "/Shared/jobs/none", cluster_id)]))
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    assert "/Shared/jobs/none" in w.jobs.get_run_output(run.run_id).error
+    w.jobs.delete(job_id)
+
+
+@pytest.mark.slow
+def test_new_cluster_and_job_cluster_are_terminated(w, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('master')}.py",
+                    "from pyspark.sql import SparkSession\n"
+                    "print('master', SparkSession.builder.getOrCreate().sparkContext.master)\n")
+    own = jobs.Task(task_key="own", new_cluster=ClusterSpec.from_dict(NEW_CLUSTER),
+                    spark_python_task=jobs.SparkPythonTask(python_file=file))
+    shared = jobs.Task(task_key="shared", job_cluster_key="jc", depends_on=[jobs.TaskDependency("own")],
+                       spark_python_task=jobs.SparkPythonTask(python_file=file))
+    job_id = w.jobs.create(name=unique("jobcluster"), tasks=[own, shared], job_clusters=[
+        jobs.JobCluster(job_cluster_key="jc", new_cluster=ClusterSpec.from_dict(NEW_CLUSTER))]).job_id
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    cluster_ids = {t.task_key: t.cluster_instance.cluster_id for t in run.tasks}
+    assert len(set(cluster_ids.values())) == 2
+    for t in run.tasks:
+        assert "master local[" in w.jobs.get_run_output(t.run_id).logs
+    deadline = time.time() + 60
+    for cid in cluster_ids.values():
+        details = w.clusters.get(cid)
+        while details.state.value != "TERMINATED" and time.time() < deadline:
+            time.sleep(0.5)
+            details = w.clusters.get(cid)
+        assert details.state.value == "TERMINATED" and details.cluster_source.value == "JOB"
+        assert details.termination_reason.code.value == "JOB_FINISHED"
+        assert f"job-{job_id}-run-{run.run_id}" in details.cluster_name
+    w.jobs.delete(job_id)
+
+
+@pytest.mark.slow
+def test_schedule_max_concurrent_runs_and_queue(w, cluster_id, unique):
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('nap')}.py", "import time\ntime.sleep(4)\n")
+    schedule = jobs.CronSchedule(quartz_cron_expression="*/2 * * * * ?", timezone_id="Europe/Paris",
+                                 pause_status=jobs.PauseStatus.PAUSED)
+    job_id = w.jobs.create(name=unique("cron"), schedule=schedule, tasks=[py_task("t", file, cluster_id)]).job_id
+    time.sleep(3)
+    assert not list(w.jobs.list_runs(job_id=job_id))  # paused: nothing fires
+    schedule.pause_status = jobs.PauseStatus.UNPAUSED
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(schedule=schedule))
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(w.jobs.list_runs(job_id=job_id))) < 3:
+        time.sleep(0.5)
+    schedule.pause_status = jobs.PauseStatus.PAUSED
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(schedule=schedule))
+    runs = list(w.jobs.list_runs(job_id=job_id))
+    assert len(runs) >= 3 and all(r.trigger == jobs.TriggerType.PERIODIC for r in runs)
+    assert runs[0].schedule.quartz_cron_expression == "*/2 * * * * ?"
+    # one run at a time (max_concurrent_runs=1): the fires during a run were skipped
+    states = {r.state.life_cycle_state for r in runs}
+    assert jobs.RunLifeCycleState.SKIPPED in states, states
+    skipped = next(r for r in runs if r.state.life_cycle_state == jobs.RunLifeCycleState.SKIPPED)
+    assert "maximum concurrent runs" in skipped.state.state_message
+    for r in runs:
+        if r.state.life_cycle_state not in (jobs.RunLifeCycleState.SKIPPED, jobs.RunLifeCycleState.TERMINATED):
+            wait_run(w, r.run_id)
+    time.sleep(3)
+    assert len(list(w.jobs.list_runs(job_id=job_id))) == len(runs)  # paused again
+    # with the queue enabled, an extra run waits instead
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(queue=jobs.QueueSettings(enabled=True)))
+    first = w.jobs.run_now(job_id).run_id
+    second = w.jobs.run_now(job_id).run_id
+    assert w.jobs.get_run(second).state.life_cycle_state == jobs.RunLifeCycleState.QUEUED
+    assert [r.run_id for r in w.jobs.list_runs(job_id=job_id, active_only=True)] == [second, first]
+    done = wait_run(w, second)
+    assert done.state.result_state == jobs.RunResultState.SUCCESS and done.queue_duration > 0
+    assert wait_run(w, first).end_time <= done.tasks[0].start_time + 1000
+    # cancel-all ends queued and running runs
+    first, second = w.jobs.run_now(job_id).run_id, w.jobs.run_now(job_id).run_id
+    w.jobs.cancel_all_runs(job_id=job_id)
+    for run_id in (first, second):
+        assert wait_run(w, run_id).state.result_state == jobs.RunResultState.CANCELED
+    w.jobs.delete(job_id)
+
+
+@pytest.mark.slow
+def test_restart_marks_active_runs_internal_error(tmp_path):
+    home = tmp_path / "home"
+    srv = ThreadedServer(make_settings(home))
+    srv.start()
+    try:
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.core import Config
+
+        def client(settings):
+            return WorkspaceClient(config=Config(host=f"http://127.0.0.1:{settings.port}", auth_type="pat",
+                                                 token=settings.bootstrap_token, retry_timeout_seconds=20))
+        w = client(srv.settings)
+        file = put_dbfs(w, "/FileStore/jobs/long.py", "import time\nprint('working', flush=True)\ntime.sleep(300)\n")
+        run_id = w.jobs.submit(run_name="long", tasks=[jobs.SubmitTask(
+            task_key="t", new_cluster=ClusterSpec.from_dict(NEW_CLUSTER),
+            spark_python_task=jobs.SparkPythonTask(python_file=file))]).run_id
+        run = wait_state(w, run_id, ("RUNNING",), timeout=180)
+        assert run.tasks[0].state.life_cycle_state == jobs.RunLifeCycleState.RUNNING
+    finally:
+        srv.stop()
+    srv = ThreadedServer(make_settings(home))
+    srv.start()
+    try:
+        w = client(srv.settings)
+        run = w.jobs.get_run(run_id)
+        assert run.state.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR
+        assert "restarted" in run.state.state_message
+        assert run.tasks[0].state.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR
+        with pytest.raises(OperationFailed, match="INTERNAL_ERROR"):
+            w.jobs.wait_get_run_job_terminated_or_skipped(run_id, timeout=timedelta(seconds=30))
+        assert not [t for t in w.tokens.list() if "job run" in (t.comment or "")]
+    finally:
+        srv.stop()
