@@ -1,7 +1,8 @@
 """Start-up code of every notebook and execution context kernel on a cluster.
 
 Executed by the kernel as ``from brickyard.runtime.kernel_init import *``: it attaches to the
-cluster's driver and predefines what Databricks notebooks expect.
+cluster's driver and predefines what Databricks notebooks expect: spark, sc, sqlContext,
+dbutils, display, displayHTML, udf, table, sql, getArgument, and the cell magics.
 """
 from __future__ import annotations
 
@@ -10,12 +11,27 @@ import decimal as _decimal
 import json as _json
 import os as _os
 import signal as _signal
+import sys as _sys
 import threading as _threading
 
-from brickyard.runtime.attach import attach as _attach
+from brickyard.runtime import redact as _redact
 
+# Before anything can print: secrets and the kernel's token never reach output.
+_redact.install()
+
+from brickyard.runtime import dbfs_paths as _dbfs_paths  # noqa: E402
+from brickyard.runtime.attach import attach as _attach  # noqa: E402
+from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME as _EXIT_MIME  # noqa: E402
 from brickyard.runtime.mime import TABLE_MIME  # noqa: E402
+
 MAX_DISPLAY_ROWS = 1000
+
+_DBFS_ROOT = _os.environ.get("BRICKYARD_DBFS_ROOT")
+if _DBFS_ROOT:
+    _dbfs_paths.install(_DBFS_ROOT)
+_LIBRARY_DIR = _os.environ.get("BRICKYARD_LIBRARY_DIR")
+if _LIBRARY_DIR and _LIBRARY_DIR not in _sys.path:
+    _sys.path.insert(0, _LIBRARY_DIR)
 
 _attached = _attach(job_group=_os.environ.get("BRICKYARD_CONTEXT_ID"))
 spark = _attached.spark
@@ -148,39 +164,72 @@ def displayHTML(html: str) -> None:  # noqa: N802 - Databricks' name
     _ipy_display(HTML(html))
 
 
-def _split_sql(text: str) -> list[str]:
-    """Split on semicolons outside quotes and comments."""
-    out, buf, quote, i = [], [], None, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            buf.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-            buf.append(ch)
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
-            continue
-        elif ch == ";":
-            out.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-        i += 1
-    out.append("".join(buf))
-    return [s.strip() for s in out if s.strip()]
-
-
 def _brickyard_sql(text: str) -> None:
-    """Run SQL statements; the last result is displayed as a table."""
-    result = None
-    for statement in _split_sql(text):
-        result = spark.sql(statement)
-    if result is not None:
-        display(result)
+    """Run SQL statements; the last result is displayed as a table (SQL contexts use this)."""
+    _frame.magic("sql", "", text)
 
 
-__all__ = ["spark", "sc", "sqlContext", "sql", "table", "udf", "display", "displayHTML", "_brickyard_sql"]
+# ---- dbutils, magics, notebook exit ------------------------------------------------------
+from brickyard.runtime import dbutils as _dbutils_mod  # noqa: E402
+from brickyard.runtime import magics as _magics  # noqa: E402
+
+_PREDEFINED = ("spark", "sc", "sqlContext", "sql", "table", "udf", "display", "displayHTML")
+
+
+def _new_dbutils(params=None, notebook_path=None):  # noqa: ANN001, ANN202
+    return _dbutils_mod.from_env(params=params, notebook_path=notebook_path)
+
+
+dbutils = _new_dbutils()
+getArgument = dbutils.widgets.getArgument  # noqa: N816 - Databricks' name
+
+
+def _setup_frame():  # noqa: ANN202
+    try:
+        shell = get_ipython()  # noqa: F821
+    except NameError:
+        shell = None
+    ns = shell.user_ns if shell is not None else globals()
+    frame = _magics.Frame(ns, dbutils, _os.environ.get("BRICKYARD_NOTEBOOK_PATH"),
+                          _os.environ.get("BRICKYARD_LIBRARY_PREFIX"), _DBFS_ROOT, _attached.cancel_own_jobs)
+    base = {name: globals()[name] for name in _PREDEFINED}
+    dbutils.notebook._runner = lambda p, t, a: frame.run_child(p, t, a, base, _new_dbutils)  # noqa: SLF001
+    if shell is not None:
+        _magics.install(shell, frame)
+        shell.set_custom_exc((_dbutils_mod.NotebookExit,), _on_exit)
+        _report_exit_as_success(shell)
+    return frame
+
+
+def _on_exit(shell, etype, value, tb, tb_offset=None):  # noqa: ANN001, ANN202, ARG001
+    """dbutils.notebook.exit(value): publish the value; the runner ends the notebook with success."""
+    from IPython.display import display as _ipy_display
+
+    _ipy_display({_EXIT_MIME: {"value": value.value}, "text/plain": f"Notebook exited: {value.value}"}, raw=True)
+
+
+def _report_exit_as_success(shell) -> None:  # noqa: ANN001
+    """An exit is not an error: answer the execute request with status ok."""
+    import inspect
+
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return
+    original = kernel.do_execute
+
+    async def do_execute(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        reply = original(*args, **kwargs)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        if isinstance(reply, dict) and reply.get("ename") == "NotebookExit":
+            reply = {"status": "ok", "execution_count": reply.get("execution_count"), "user_expressions": {},
+                     "payload": []}
+        return reply
+
+    kernel.do_execute = do_execute
+
+
+_frame = _setup_frame()
+
+__all__ = ["spark", "sc", "sqlContext", "sql", "table", "udf", "display", "displayHTML", "dbutils", "getArgument",
+           "_brickyard_sql"]

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 LANGUAGES = ("python", "sql", "scala", "r")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_START_TIMEOUT = 120
+# Contexts live until destroyed; their kernel's token is deleted then, and expires anyway.
+CONTEXT_TOKEN_SECONDS = 7 * 24 * 3600
 
 
 def strip_ansi(text: str) -> str:
@@ -49,6 +51,8 @@ class Context:
     commands: dict[str, Command] = field(default_factory=dict)
     work: queue.Queue = field(default_factory=queue.Queue)
     running: Command | None = None
+    owner: Principal | None = None
+    token_id: str | None = None
 
 
 def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
@@ -103,7 +107,7 @@ class ContextService:
         lang = self._language(language)
         procs = self._running_cluster(cluster_id)
         ctx = Context(id=str(secrets.randbelow(9 * 10**18) + 10**18), cluster_id=cluster_id, language=lang,
-                      owner_id=caller.id)
+                      owner_id=caller.id, owner=caller)
         with self._lock:
             self.contexts[ctx.id] = ctx
         threading.Thread(target=self._run_context, args=(ctx, procs), name=f"context-{ctx.id}",
@@ -184,43 +188,88 @@ class ContextService:
             raise BrickyardError("PERMISSION_DENIED", f"Context {context_id} belongs to another user.")
         return ctx
 
-    def kernel_env(self, ctx_id: str, procs) -> dict:  # noqa: ANN001
+    def kernel_env(self, ctx_id: str, procs, extra: dict | None = None) -> dict:  # noqa: ANN001
+        """The environment of a kernel on this cluster: the driver's gateway, the workspace URL, DBFS, libraries."""
         import os
 
-        spec = self.clusters.spec_of(procs.cluster_dir.name)
+        cluster_id = procs.cluster_dir.name
+        spec = self.clusters.spec_of(cluster_id)
+        prefix = library_prefix(procs)
         env = dict(os.environ)
         env.update(spec.get("spark_env_vars") or {})
         env.update({
             "PYSPARK_GATEWAY_PORT": str(procs.info["gateway_port"]),
             "PYSPARK_GATEWAY_SECRET": procs.info["gateway_secret"],
             "BRICKYARD_CONTEXT_ID": f"ctx-{ctx_id}",
-            "BRICKYARD_CLUSTER_ID": procs.cluster_dir.name,
+            "BRICKYARD_CLUSTER_ID": cluster_id,
+            "BRICKYARD_WORKSPACE_ID": str(self.ws.workspace_id),
+            "BRICKYARD_HOST": local_api_url(self.ws.settings),
+            "BRICKYARD_DBFS_ROOT": str(self.ws.settings.dbfs_root),
+            "BRICKYARD_LIBRARY_PREFIX": str(prefix),
+            "BRICKYARD_LIBRARY_DIR": str(library_site_dir(prefix)),
             "PYSPARK_PYTHON": sys.executable,
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         })
+        env.update(extra or {})
         return env
 
-    def _start_kernel(self, ctx: Context, procs):  # noqa: ANN001, ANN202
+    def start_kernel(self, procs, workdir: Path, user: Principal, env_extra: dict | None = None,  # noqa: ANN001
+                     token_lifetime: int = CONTEXT_TOKEN_SECONDS, kernel_id: str | None = None):  # noqa: ANN201
+        """Start a kernel attached to the cluster, running as `user` with a token minted for it.
+
+        Returns (kernel manager, client, token id); give all three to stop_kernel.
+        """
         from jupyter_client import KernelManager
 
-        km = KernelManager()
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                "--IPKernelApp.exec_lines=['from brickyard.runtime.kernel_init import *']",
-                "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
-        km._kernel_spec = _spec(argv)  # noqa: SLF001 - a kernel spec without a kernels dir
-        workdir = Path(procs.cluster_dir) / "contexts" / ctx.id
-        workdir.mkdir(parents=True, exist_ok=True)
-        km.connection_file = str(workdir / "connection.json")
-        log_file = open(workdir / "kernel.log", "ab")  # noqa: SIM115 - owned by the kernel process
+        from brickyard.runtime.dbfs_paths import namespace_argv
+
+        token, token_id = mint_kernel_token(self.ws, user, token_lifetime)
         try:
-            km.start_kernel(env=self.kernel_env(ctx.id, procs), cwd=str(workdir), stdout=log_file,
-                            stderr=subprocess.STDOUT)
+            km = KernelManager()
+            argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                    "--IPKernelApp.exec_lines=['from brickyard.runtime.kernel_init import *']",
+                    "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
+            argv = (namespace_argv(str(self.ws.settings.dbfs_root)) or []) + argv
+            km._kernel_spec = _spec(argv)  # noqa: SLF001 - a kernel spec without a kernels dir
+            workdir.mkdir(parents=True, exist_ok=True)
+            km.connection_file = str(workdir / "connection.json")
+            env = self.kernel_env(kernel_id or workdir.name, procs, {
+                "BRICKYARD_TOKEN": token, "DATABRICKS_TOKEN": token,
+                "DATABRICKS_HOST": local_api_url(self.ws.settings), "BRICKYARD_USER": user.user_name,
+                **(env_extra or {})})
+            log_file = open(workdir / "kernel.log", "ab")  # noqa: SIM115 - owned by the kernel process
+            try:
+                km.start_kernel(env=env, cwd=str(workdir), stdout=log_file, stderr=subprocess.STDOUT)
+            finally:
+                log_file.close()
+            client = km.client()
+            client.start_channels()
+            client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+        except BaseException:
+            revoke_kernel_token(self.ws, token_id)
+            raise
+        return km, client, token_id
+
+    def stop_kernel(self, km, client, token_id: str | None) -> None:  # noqa: ANN001
+        try:
+            if client is not None:
+                client.stop_channels()
+            if km is not None:
+                km.shutdown_kernel(now=True)
         finally:
-            log_file.close()
-        client = km.client()
-        client.start_channels()
-        client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+            revoke_kernel_token(self.ws, token_id)
+
+    def _start_kernel(self, ctx: Context, procs):  # noqa: ANN001, ANN202
+        owner = ctx.owner or self._owner(ctx.owner_id)
+        workdir = Path(procs.cluster_dir) / "contexts" / ctx.id
+        km, client, ctx.token_id = self.start_kernel(procs, workdir, owner, kernel_id=ctx.id)
         return km, client
+
+    def _owner(self, user_id: int) -> Principal:
+        from brickyard.services.users import principal_of
+
+        with self.ws.store.session() as sess:
+            return principal_of(self.ws.services["users"].get(sess, user_id))
 
     def _run(self, ctx: Context, code: str) -> dict:
         msgs: list[dict] = []
@@ -282,10 +331,8 @@ class ContextService:
                 self.contexts.pop(ctx.id, None)
         ctx.work.put(None)
         try:
-            if ctx.client is not None:
-                ctx.client.stop_channels()
-            if ctx.kernel is not None:
-                ctx.kernel.shutdown_kernel(now=True)
+            self.stop_kernel(ctx.kernel, ctx.client, ctx.token_id)
+            ctx.token_id = None
         except Exception:  # noqa: BLE001
             log.exception("stopping context %s", ctx.id)
 
@@ -296,6 +343,49 @@ class ContextService:
     def close(self) -> None:
         for ctx in list(self.contexts.values()):
             self._shutdown(ctx)
+
+
+def local_api_url(settings) -> str:  # noqa: ANN001
+    """The workspace URL as kernels on this host reach it (loopback when it listens on every address)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{_bracket(host)}:{settings.port}"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def library_prefix(procs) -> Path:  # noqa: ANN001
+    """The pip --prefix of a cluster's own Python libraries (%pip install, the Libraries API)."""
+    return Path(procs.cluster_dir) / "python"
+
+
+def library_site_dir(prefix: Path) -> Path:
+    """The site-packages folder pip fills under a --prefix."""
+    return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def mint_kernel_token(ws, user: Principal, lifetime_seconds: int) -> tuple[str, str]:  # noqa: ANN001
+    """A short-lived token of `user` for one kernel; returns (value, token id)."""
+    with ws.store.session() as sess:
+        owner = ws.services["users"].get(sess, user.id)
+        value, tok = ws.services["tokens"].create(sess, owner, user, comment="Brickyard notebook kernel",
+                                                  lifetime_seconds=lifetime_seconds)
+        return value, tok.token_id
+
+
+def revoke_kernel_token(ws, token_id: str | None) -> None:  # noqa: ANN001
+    if not token_id:
+        return
+    from brickyard.store.models import Token
+
+    try:
+        with ws.store.session() as sess:
+            tok = sess.get(Token, token_id)
+            if tok is not None:
+                sess.delete(tok)
+    except Exception:  # noqa: BLE001 - the token expires on its own anyway
+        log.exception("revoking kernel token")
 
 
 def _spec(argv: list[str]):  # noqa: ANN202
