@@ -95,3 +95,43 @@ def test_single_node_lifecycle(server, w, unique):
     # Databricks answers 400 INVALID_PARAMETER_VALUE "Cluster … does not exist"; the SDK maps it to NotFound.
     with pytest.raises(NotFound):
         w.clusters.get(cid)
+
+
+@pytest.mark.slow
+def test_two_workers_run_tasks_on_two_executors_and_share_the_catalog(server, w, unique, cluster_id):
+    """A multi-node cluster (standalone master + 2 worker JVMs) sees the Delta table another cluster wrote."""
+    T = timedelta(minutes=6)
+
+    def run(cid, ctx, code):
+        r = w.command_execution.execute_and_wait(cluster_id=cid, context_id=ctx, language=compute.Language.PYTHON,
+                                                 command=code, timeout=T)
+        assert r.results.result_type != compute.ResultType.ERROR, r.results.cause
+        return r.results.data
+
+    db = unique("shared_db")
+    single_ctx = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON,
+                                                     timeout=T).id
+    run(cluster_id, single_ctx, f"spark.sql('CREATE DATABASE IF NOT EXISTS {db}')\n"
+                                f"spark.range(10).write.saveAsTable('{db}.numbers')")
+    details = w.clusters.create_and_wait(cluster_name=unique("multi"), spark_version="17.3.x-scala2.13",
+                                         node_type_id="local.small", num_workers=2, timeout=T)
+    cid = details.cluster_id
+    try:
+        assert details.num_workers == 2 and len(details.executors) == 2
+        ctx = w.command_execution.create_and_wait(cluster_id=cid, language=compute.Language.PYTHON, timeout=T).id
+        assert run(cid, ctx, "sc.master").startswith("'spark://")
+        hosts = run(cid, ctx, "import os\n"
+                              "sorted(set(sc.parallelize(range(8), 8).map(lambda _: os.getcwd()).collect()))")
+        assert hosts.count("worker-") == 2, hosts
+        # One catalog: the Delta table written by the other cluster, appended to here, read back there.
+        assert run(cid, ctx, f"spark.table('{db}.numbers').count()") == "10"
+        run(cid, ctx, f"spark.range(10, 15).write.mode('append').saveAsTable('{db}.numbers')")
+        assert run(cluster_id, single_ctx, f"spark.sql('REFRESH TABLE {db}.numbers')\n"
+                                           f"spark.table('{db}.numbers').count()") == "15"
+        fmt = run(cid, ctx, f"spark.sql('DESCRIBE DETAIL {db}.numbers').first().format")
+        assert fmt == "'delta'"
+        w.clusters.resize_and_wait(cid, num_workers=1, timeout=T)
+        assert w.clusters.get(cid).num_workers == 1
+    finally:
+        w.command_execution.destroy(cluster_id, single_ctx)
+        w.clusters.permanent_delete(cid)

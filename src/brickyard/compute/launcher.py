@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brickyard.compute import catalog
+from brickyard.compute import catalog, runtime
+from brickyard.compute.metastore import Metastore, MetastoreError
+from brickyard.compute.spark_conf import cluster_spark_conf, local_master, needs_s3a
+from brickyard.compute.standalone import StandaloneCluster, StandaloneError, stop_recorded
 
 log = logging.getLogger(__name__)
 DRIVER_START_TIMEOUT = 240
@@ -50,13 +53,74 @@ def _tail(path: Path, lines: int = 30) -> str:
 class Launcher:
     """Turns a cluster spec into running processes on this host."""
 
-    def __init__(self, settings, conf_builder=None):  # noqa: ANN001
+    def __init__(self, settings):  # noqa: ANN001
         self.settings = settings
-        self.conf_builder = conf_builder  # callable(cluster_id, spec, cores) -> (spark_conf, hive)
         self.root = settings.home / "clusters"
+        # The workspace's one catalog, shared by every cluster; started with the first cluster.
+        self.metastore = Metastore(settings.home, settings.dbfs_root)
+        self.mounts = lambda: []  # the mount table (mount_point, target[, hadoop conf]) as clusters see it
 
     def cluster_dir(self, cluster_id: str) -> Path:
         return self.root / cluster_id
+
+    def library_dir(self, cluster_id: str) -> Path:
+        """The cluster's own Python packages, first on the path of its driver, workers and notebooks."""
+        return self.cluster_dir(cluster_id) / "lib" / "python"
+
+    def spark_conf(self, cluster_id: str, spec: dict, master: str, env: dict) -> dict:
+        mounts = list(self.mounts())
+        try:
+            metastore_url = self.metastore.start()
+            delta = runtime.delta_jars()
+            classpath = runtime.s3a_jars() if needs_s3a(mounts) else []
+        except (MetastoreError, FileNotFoundError) as exc:
+            raise LaunchError("SPARK_STARTUP_FAILURE", f"The cluster's Spark environment is not ready: {exc}",
+                              "SERVICE_FAULT") from exc
+        cdir = self.cluster_dir(cluster_id)
+        return cluster_spark_conf(
+            app_name=spec.get("cluster_name", cluster_id), master=master, dbfs_root=self.settings.dbfs_root,
+            metastore_uri=metastore_url, delta_jars=delta, tmp_dir=cdir / "tmp", mounts=mounts,
+            classpath_jars=classpath, ui_port=runtime.free_port(), local_dir=cdir / "local",
+            library_dir=self.library_dir(cluster_id), env=spec.get("spark_env_vars") or {},
+            user_conf=spec.get("spark_conf") or {},
+        )
+
+    def start_workers(self, cluster_id: str, spec: dict, count: int, env: dict) -> StandaloneCluster:
+        """A standalone master and one worker JVM per node, each sized by the node type (capped to the host)."""
+        nt = catalog.node_type(spec["node_type_id"]) if spec.get("node_type_id") else catalog.SMALLEST_LOCAL
+        cores, mem_mb, _ = catalog.capped(nt)
+        standalone = StandaloneCluster(self.cluster_dir(cluster_id) / "standalone", env=env)
+        try:
+            standalone.start_master()
+            names = [standalone.add_worker(cores, mem_mb) for _ in range(count)]
+            standalone.wait_for_workers(names)
+        except (StandaloneError, ValueError) as exc:
+            standalone.stop()
+            raise LaunchError("SPARK_STARTUP_FAILURE", f"The cluster's workers did not start: {exc}",
+                              "SERVICE_FAULT") from exc
+        return standalone
+
+    def resize(self, procs: "ClusterProcesses", spec: dict, count: int) -> int:
+        """Add or remove standalone workers; returns the number of workers now running."""
+        standalone = procs.standalone
+        if standalone is None:
+            return 0
+        current = standalone.workers()
+        if count > len(current):
+            nt = catalog.node_type(spec["node_type_id"]) if spec.get("node_type_id") else catalog.SMALLEST_LOCAL
+            cores, mem_mb, _ = catalog.capped(nt)
+            names = [standalone.add_worker(cores, mem_mb) for _ in range(count - len(current))]
+            standalone.wait_for_workers(names)
+        for name in current[count:][::-1]:
+            standalone.remove_worker(name)
+        return len(standalone.workers())
+
+    def cleanup_leftovers(self) -> None:
+        """Stop standalone daemons a previous (crashed) workspace process left behind."""
+        if self.root.exists():
+            for cdir in self.root.iterdir():
+                if (cdir / "standalone").exists():
+                    stop_recorded(cdir / "standalone")
 
     def run_init_scripts(self, cluster_id: str, scripts: list[tuple[str, bytes]], env: dict) -> list[dict]:
         """Run each script with bash; the first failure raises with the script's output."""
@@ -91,12 +155,32 @@ class Launcher:
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
         if scripts:
             self.run_init_scripts(cluster_id, scripts, env)
-        nt = catalog.node_type(spec.get("driver_node_type_id") or spec.get("node_type_id") or "local.small") \
-            if (spec.get("driver_node_type_id") or spec.get("node_type_id")) else catalog.SMALLEST_LOCAL
+        driver_type = spec.get("driver_node_type_id") or spec.get("node_type_id")
+        nt = catalog.node_type(driver_type) if driver_type else catalog.SMALLEST_LOCAL
         cores, _mem, _ = catalog.capped(nt)
-        spark_conf, hive = self.conf_builder(cluster_id, spec, cores) if self.conf_builder else ({}, False)
-        spark_conf.setdefault("spark.master", f"local[{cores}]")
-        conf = {"app_name": spec.get("cluster_name", cluster_id), "spark_conf": spark_conf, "hive": hive}
+        self.library_dir(cluster_id).mkdir(parents=True, exist_ok=True)
+        env["PYTHONPATH"] = ":".join(p for p in (str(self.library_dir(cluster_id)), env.get("PYTHONPATH")) if p)
+        user_master = (spec.get("spark_conf") or {}).get("spark.master", "")
+        workers = 0 if spec.get("spark_conf", {}).get("spark.databricks.cluster.profile") == "singleNode" \
+            else (spec["autoscale"]["min_workers"] if spec.get("autoscale") else spec.get("num_workers") or 0)
+        standalone = None
+        if user_master.startswith(("spark://", "k8s://", "yarn")):
+            master = user_master  # an external cluster manager, used as is
+        elif workers > 0:
+            standalone = self.start_workers(cluster_id, spec, workers, {k: v for k, v in env.items()
+                                                                        if k in (spec.get("spark_env_vars") or {})})
+            master = standalone.master_url
+        else:
+            master = local_master(cores)
+        try:
+            spark_conf = self.spark_conf(cluster_id, spec, master, env)
+        except LaunchError:
+            if standalone is not None:
+                standalone.stop()
+            raise
+        if standalone is not None:
+            spark_conf["spark.master"] = master  # the cluster's own master, whatever spark_conf said
+        conf = {"app_name": spec.get("cluster_name", cluster_id), "spark_conf": spark_conf, "hive": True}
         (cdir / "driver-conf.json").write_text(json.dumps(conf, indent=1))
         logf = open(cdir / "driver.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -108,8 +192,10 @@ class Launcher:
         while time.time() < deadline:
             if (cdir / "driver.json").exists():
                 info = json.loads((cdir / "driver.json").read_text())
-                return ClusterProcesses(cdir, proc, info)
+                return ClusterProcesses(cdir, proc, info, standalone, {"workers": workers})
             if proc.poll() is not None:
+                if standalone is not None:
+                    standalone.stop()
                 raise LaunchError(
                     "DRIVER_UNEXPECTED_FAILURE",
                     f"The Spark driver exited with code {proc.returncode} while starting:\n"
@@ -118,6 +204,8 @@ class Launcher:
                 )
             time.sleep(0.1)
         self._kill(proc)
+        if standalone is not None:
+            standalone.stop()
         raise LaunchError("DRIVER_LAUNCH_TIMEOUT", "The Spark driver did not start in time:\n"
                           + _tail(cdir / "driver.log"), "SERVICE_FAULT")
 
@@ -140,3 +228,6 @@ class Launcher:
 
     def remove(self, cluster_id: str) -> None:
         shutil.rmtree(self.cluster_dir(cluster_id), ignore_errors=True)
+
+    def close(self) -> None:
+        self.metastore.stop()

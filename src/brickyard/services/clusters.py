@@ -377,12 +377,28 @@ class ClusterService:
 
     def _do_resize(self, cluster_id: str) -> None:
         spec = self._spec(cluster_id)
-        self._set(cluster_id, RUNNING, "", current_workers=cluster_spec.target_workers(spec))
+        procs = self.procs.get(cluster_id)
+        target = cluster_spec.target_workers(spec)
+        if procs is None:
+            return
+        if procs.standalone is None and target:
+            self._set(cluster_id, RUNNING, "This cluster runs without workers (local mode); restart it to add some.")
+            return
+        try:
+            count = self.launcher.resize(procs, spec, target)
+        except Exception as exc:  # noqa: BLE001 - a failed resize leaves the cluster running as it was
+            log.warning("cluster %s: resize failed: %s", cluster_id, exc)
+            with self.store.session() as sess:
+                self.event(sess, cluster_id, "ADD_NODES_FAILED", message=str(exc)[:2000])
+            self._set(cluster_id, RUNNING, f"Resize failed: {exc}"[:2000])
+            return
+        self._set(cluster_id, RUNNING, "", current_workers=count)
         with self.store.session() as sess:
-            self.event(sess, cluster_id, "UPSIZE_COMPLETED", current_num_workers=cluster_spec.target_workers(spec))
+            self.event(sess, cluster_id, "UPSIZE_COMPLETED", current_num_workers=count, target_num_workers=target)
 
     def _recover(self) -> None:
         """After a workspace restart no driver of ours is alive: say so truthfully."""
+        self.launcher.cleanup_leftovers()
         with self.store.session() as sess:
             for c in sess.scalars(select(Cluster).where(Cluster.state.in_(ACTIVE_STATES + (TERMINATING,)))):
                 was = c.state
@@ -448,3 +464,4 @@ class ClusterService:
             except Exception:  # noqa: BLE001
                 log.exception("stopping cluster %s", cluster_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.launcher.close()
