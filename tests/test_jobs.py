@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import requests
 from databricks.sdk.errors import InvalidParameterValue, NotFound, OperationFailed, PermissionDenied, Unauthenticated
 from databricks.sdk.service import jobs
 from databricks.sdk.service.compute import ClusterSpec
@@ -255,7 +256,7 @@ spark.sparkContext.parallelize(range(60), 2).map(lambda x: time.sleep(1) or x).c
 
 
 @pytest.mark.slow
-def test_cancel_and_timeout(w, cluster_id, unique):
+def test_cancel_and_timeout(server, w, cluster_id, unique):
     file = put_dbfs(w, f"/FileStore/jobs/{unique('slow')}.py", SLOW_PY)
     job_id = w.jobs.create(name=unique("slow"), tasks=[py_task("t", file, cluster_id)]).job_id
     run_id = w.jobs.run_now(job_id).run_id
@@ -264,6 +265,12 @@ def test_cancel_and_timeout(w, cluster_id, unique):
     run = w.jobs.cancel_run(run_id).result(timeout=WAIT)
     assert run.state.result_state == jobs.RunResultState.CANCELED
     assert run.state.user_cancelled_or_timedout and run.tasks[0].state.result_state == jobs.RunResultState.CANCELED
+    # the task's Spark job was cancelled too, not left running on the shared driver
+    ui = server.api("GET", "/api/2.1/clusters/get", params={"cluster_id": cluster_id}).json()["spark_ui_url"]
+    app = requests.get(f"{ui}/api/v1/applications", timeout=10).json()[0]["id"]
+    spark_jobs = requests.get(f"{ui}/api/v1/applications/{app}/jobs", timeout=10).json()
+    ours = [j for j in spark_jobs if j.get("jobGroup") == f"job-run-{run.tasks[0].run_id}"]
+    assert ours and all(j["status"] != "RUNNING" for j in ours), ours
     # timeout_seconds on the task
     w.jobs.reset(job_id, jobs.JobSettings(name="t", tasks=[py_task("t", file, cluster_id, timeout_seconds=8)]))
     started = time.time()
@@ -500,3 +507,39 @@ def test_restart_marks_active_runs_internal_error(tmp_path):
         assert not [t for t in w.tokens.list() if "job run" in (t.comment or "")]
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_workspace_file_job_parameters_and_run_permissions(server, w, cluster_id, unique):
+    folder = f"/Users/admin/{unique('files')}"
+    w.workspace.mkdirs(folder)
+    w.workspace.upload(f"{folder}/echo.py", io.BytesIO(b"import sys\nprint('echo', *sys.argv[1:])\n"))
+    task = py_task("t", f"/Workspace{folder}/echo.py", cluster_id,
+                   ["{{job.parameters.lr}}", "{{task.name}}", "{{job.id}}"])
+    job_id = w.jobs.create(name=unique("params"), tasks=[task],
+                           parameters=[jobs.JobParameterDefinition(name="lr", default="0.1")]).job_id
+    run = w.jobs.run_now_and_wait(job_id, job_parameters={"lr": "0.5"}, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert f"echo 0.5 t {job_id}" in w.jobs.get_run_output(run.tasks[0].run_id).logs
+    assert [(p.name, p.default, p.value) for p in run.job_parameters] == [("lr", "0.1", "0.5")]
+    # python_params replace the task's parameters
+    run = w.jobs.run_now_and_wait(job_id, python_params=["plain"], timeout=WAIT)
+    assert "echo plain" in w.jobs.get_run_output(run.run_id).logs  # a one-task run's own id works too
+    # the legacy 2.0 shape of a one-task run
+    legacy = server.api("GET", "/api/2.0/jobs/runs/get", params={"run_id": run.run_id}).json()
+    assert legacy["task"]["spark_python_task"]["parameters"] == ["plain"]
+    assert legacy["cluster_instance"]["cluster_id"] == cluster_id
+    # other users see none of it
+    _, token = server.new_user(unique("eve") + "@example.com")
+    eve = server.client(token)
+    for call in (lambda: eve.jobs.get_run(run.run_id), lambda: eve.jobs.get_run_output(run.tasks[0].run_id),
+                 lambda: eve.jobs.cancel_run(run.run_id), lambda: eve.jobs.delete_run(run.run_id)):
+        with pytest.raises(PermissionDenied):
+            call()
+    assert run.run_id not in [r.run_id for r in eve.jobs.list_runs()]
+    # a run of a file eve may not read fails with a clear error
+    eve_run = eve.jobs.submit(run_name="peek", tasks=[jobs.SubmitTask.from_dict(task.as_dict())]).result(
+        timeout=WAIT)
+    assert eve_run.state.result_state == jobs.RunResultState.FAILED
+    assert "permission" in eve.jobs.get_run_output(eve_run.run_id).error
+    w.jobs.delete(job_id)

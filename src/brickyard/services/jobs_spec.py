@@ -26,7 +26,7 @@ RUN_IF = ("ALL_SUCCESS", "ALL_DONE", "NONE_FAILED", "AT_LEAST_ONE_SUCCESS", "ALL
 MAX_TASKS = 100
 
 
-def _int(data: dict, name: str, where: str, lo: int, hi: int | None = None) -> int | None:
+def check_int(data: dict, name: str, where: str, lo: int, hi: int | None = None) -> int | None:
     value = data.get(name)
     if value is None:
         return None
@@ -41,7 +41,7 @@ def _int(data: dict, name: str, where: str, lo: int, hi: int | None = None) -> i
     return value
 
 
-def _str_map(value: object, where: str) -> dict[str, str]:
+def str_map(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -56,7 +56,7 @@ def _str_map(value: object, where: str) -> dict[str, str]:
     return out
 
 
-def _str_list(value: object, where: str) -> list[str]:
+def str_list(value: object, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -112,7 +112,7 @@ def normalize_task(task: object, i: int, job_clusters: set[str], check_existing)
                           "path.")
         if body.get("source", "WORKSPACE") != "WORKSPACE":
             raise invalid(f"{where}notebook_task.source: only WORKSPACE notebooks are supported (no Git).")
-        body["base_parameters"] = _str_map(body.get("base_parameters"), f"{where}notebook_task.base_parameters")
+        body["base_parameters"] = str_map(body.get("base_parameters"), f"{where}notebook_task.base_parameters")
     else:
         path = body.get("python_file")
         if not isinstance(path, str) or not (path.startswith("/") or path.lower().startswith("dbfs:/")):
@@ -120,7 +120,7 @@ def normalize_task(task: object, i: int, job_clusters: set[str], check_existing)
                           "workspace path.")
         if body.get("source", "WORKSPACE") != "WORKSPACE":
             raise invalid(f"{where}spark_python_task.source: only WORKSPACE and DBFS files are supported.")
-        body["parameters"] = _str_list(body.get("parameters"), f"{where}spark_python_task.parameters")
+        body["parameters"] = str_list(body.get("parameters"), f"{where}spark_python_task.parameters")
     computes = [k for k in ("existing_cluster_id", "new_cluster", "job_cluster_key") if task.get(k)]
     if len(computes) != 1:
         raise invalid(f"{where[:-1]} ({key}) needs exactly one of existing_cluster_id, new_cluster or "
@@ -134,9 +134,9 @@ def normalize_task(task: object, i: int, job_clusters: set[str], check_existing)
     if task.get("job_cluster_key") is not None and task["job_cluster_key"] not in job_clusters:
         raise invalid(f"{where}job_cluster_key {task['job_cluster_key']!r} is not defined in job_clusters.")
     task["libraries"] = _libraries(task.get("libraries"), f"{where}libraries")
-    _int(task, "timeout_seconds", where, 0)
-    _int(task, "max_retries", where, -1)
-    _int(task, "min_retry_interval_millis", where, 0)
+    check_int(task, "timeout_seconds", where, 0)
+    check_int(task, "max_retries", where, -1)
+    check_int(task, "min_retry_interval_millis", where, 0)
     if task.get("retry_on_timeout") is not None and not isinstance(task["retry_on_timeout"], bool):
         raise invalid(f"{where}retry_on_timeout must be a boolean.")
     if task.get("run_if") is not None and task["run_if"] not in RUN_IF:
@@ -255,9 +255,9 @@ def normalize_settings(data: object, check_existing) -> dict:  # noqa: ANN001
     data["tasks"], clusters = normalize_tasks(data.get("tasks"), data.get("job_clusters"), check_existing)
     if clusters:
         data["job_clusters"] = clusters
-    if _int(data, "max_concurrent_runs", "", 0, 1000) is None:
+    if check_int(data, "max_concurrent_runs", "", 0, 1000) is None:
         data["max_concurrent_runs"] = 1
-    _int(data, "timeout_seconds", "", 0)
+    check_int(data, "timeout_seconds", "", 0)
     data["timeout_seconds"] = data.get("timeout_seconds") or 0
     if data.get("schedule") is not None:
         data["schedule"] = normalize_schedule(data["schedule"])
@@ -278,7 +278,7 @@ def normalize_settings(data: object, check_existing) -> dict:  # noqa: ANN001
                 raise invalid(f"parameters[{i}].name {p['name']!r} is duplicated.")
             seen.add(p["name"])
     if data.get("tags") is not None:
-        data["tags"] = _str_map(data["tags"], "tags")
+        data["tags"] = str_map(data["tags"], "tags")
     for key in ("continuous", "trigger", "git_source"):
         if data.get(key):
             raise invalid(f"{key} is not supported on Brickyard; use schedule for periodic runs.")
