@@ -29,6 +29,13 @@ def build_services(ws: "Workspace") -> dict:
 
     from brickyard.services.contexts import ContextService
 
+    from brickyard.services.jobs import JobService
+
+    # Before clusters: on close, jobs stop first, so runs are not failed by their clusters going away.
+    services["jobs"] = JobService(ws)
     services["clusters"] = ClusterService(ws)
     services["contexts"] = ContextService(ws, services["clusters"])
+    from brickyard.services import notebook_runner
+
+    services.update(notebook_runner.build(ws, services))
     return services
