@@ -144,10 +144,14 @@ def test_pip_magic_installs_into_the_cluster_library_dir(server, w, cluster_id, 
         z.writestr(f"{name}-0.1.dist-info/RECORD", "")
     r = run(w, cluster_id, ctx, f"%pip install --no-index {wheel}")
     assert r.result_type == compute.ResultType.TEXT and "Successfully installed" in r.data, (r.summary, r.cause)
-    assert text(w, cluster_id, ctx, f"import {name}\nprint({name}.VALUE, '/python/lib/' in {name}.__file__)") \
+    assert text(w, cluster_id, ctx, f"import {name}\nprint({name}.VALUE, '/lib/python/' in {name}.__file__)") \
         == "installed by %pip True"
-    cluster_dir = server.settings.home / "clusters" / cluster_id
-    assert list((cluster_dir / "python").rglob(f"{name}/__init__.py"))
+    assert (server.settings.home / "clusters" / cluster_id / "lib" / "python" / name / "__init__.py").exists()
+    # Python UDF workers (started by the driver) import from the same folder.
+    out = text(w, cluster_id, ctx, f"from pyspark.sql.functions import udf as _u\n"
+                                   f"f = _u(lambda i: __import__('{name}').VALUE, 'string')\n"
+                                   f"print(spark.range(1).select(f('id')).first()[0])")
+    assert out == "installed by %pip"
 
 
 # -- dbutils.fs --------------------------------------------------------------------------------
@@ -327,3 +331,29 @@ def test_notebook_run_with_arguments_exit_and_timeout(w, cluster_id, ctx, home):
     # exit() in a command ends it without an error.
     r = run(w, cluster_id, ctx, "dbutils.notebook.exit('done')")
     assert r.result_type == compute.ResultType.TEXT and "done" in r.data
+
+
+def test_dbfs_fallback_without_a_mount(tmp_path):
+    """Without root (no private mount), /dbfs paths are mapped in Python: open, os, pathlib, pandas."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "dbfs"
+    (root / "FileStore").mkdir(parents=True)
+    (root / "FileStore" / "a.csv").write_text("x\n1\n2\n")
+    code = f"""
+from brickyard.runtime import dbfs_paths
+dbfs_paths.install({str(root)!r})
+import os, pathlib, pandas as pd
+print(int(pd.read_csv('/dbfs/FileStore/a.csv').x.sum()))
+pathlib.Path('/dbfs/FileStore/b.txt').write_text('via pathlib')
+os.makedirs('/dbfs/FileStore/d/e', exist_ok=True)
+os.rename('/dbfs/FileStore/b.txt', '/dbfs/FileStore/d/e/b.txt')
+print(sorted(os.listdir('/dbfs/FileStore')), os.path.exists('/dbfs/FileStore/d/e/b.txt'))
+pd.DataFrame({{'y': [3]}}).to_csv('/dbfs/FileStore/out.csv', index=False)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["3", "['a.csv', 'd'] True"]
+    assert (root / "FileStore" / "d" / "e" / "b.txt").read_text() == "via pathlib"
+    assert (root / "FileStore" / "out.csv").read_text() == "y\n3\n"

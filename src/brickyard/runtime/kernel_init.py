@@ -191,7 +191,7 @@ def _setup_frame():  # noqa: ANN202
         shell = None
     ns = shell.user_ns if shell is not None else globals()
     frame = _magics.Frame(ns, dbutils, _os.environ.get("BRICKYARD_NOTEBOOK_PATH"),
-                          _os.environ.get("BRICKYARD_LIBRARY_PREFIX"), _DBFS_ROOT, _attached.cancel_own_jobs)
+                          _LIBRARY_DIR, _DBFS_ROOT, _attached.cancel_own_jobs)
     base = {name: globals()[name] for name in _PREDEFINED}
     dbutils.notebook._runner = lambda p, t, a: frame.run_child(p, t, a, base, _new_dbutils)  # noqa: SLF001
     if shell is not None:

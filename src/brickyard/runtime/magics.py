@@ -118,12 +118,12 @@ def _run_arguments(args: str) -> tuple[str, dict[str, str]]:
 class Frame:
     """One notebook namespace: its globals, dbutils, the notebook path and how to run its magics."""
 
-    def __init__(self, ns: dict, dbutils, notebook_path: str | None, library_prefix: str | None,  # noqa: ANN001
+    def __init__(self, ns: dict, dbutils, notebook_path: str | None, library_dir: str | None,  # noqa: ANN001
                  dbfs_root: str | None, cancel_jobs=None):  # noqa: ANN001
         self.ns = ns
         self.dbutils = dbutils
         self.paths = [notebook_path or ""]
-        self.library_prefix = library_prefix
+        self.library_dir = library_dir
         self.dbfs_root = dbfs_root
         self.cancel_jobs = cancel_jobs
         ns["_brickyard_magic"] = self.magic
@@ -171,15 +171,51 @@ class Frame:
 
     def _pip(self, args: str, body: str) -> None:  # noqa: ARG002
         argv = shlex.split(args)
-        if argv and argv[0] == "install" and self.library_prefix:
-            # Into the cluster's own library folder, which its notebooks and UDF workers import from.
-            argv = ["install", "--prefix", self.library_prefix, "--no-warn-script-location", *argv[1:]]
-        code = self._stream([sys.executable, "-m", "pip", "--disable-pip-version-check", *argv])
+        if argv and argv[0] == "install" and self.library_dir:
+            code = self._pip_install(argv[1:])
+        else:
+            code = self._stream([sys.executable, "-m", "pip", "--disable-pip-version-check", *argv])
         import importlib
 
         importlib.invalidate_caches()
         if code != 0:
             raise subprocess.CalledProcessError(code, "%pip " + args)
+
+    def _pip_install(self, argv: list[str]) -> int:
+        """pip install into the cluster's library folder, which its notebooks and UDF workers import from.
+
+        pip --target would reinstall every dependency the runtime already has (it ignores installed
+        packages); --prefix into a staging folder keeps them, then the new packages are moved in.
+        """
+        import shutil
+        import tempfile
+
+        libs = self.library_dir
+        os.makedirs(libs, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix=".pip-", dir=os.path.dirname(libs.rstrip("/")))
+        try:
+            code = self._stream([sys.executable, "-m", "pip", "--disable-pip-version-check", "install",
+                                 "--prefix", stage, "--no-warn-script-location", *argv])
+            if code != 0:
+                return code
+            for site in {os.path.dirname(p) for p in _glob(stage, "*-info")}:
+                for name in os.listdir(site):
+                    if name.endswith((".dist-info", ".egg-info")):
+                        project = _project(name)
+                        for old in os.listdir(libs):
+                            if old.endswith((".dist-info", ".egg-info")) and _project(old) == project:
+                                shutil.rmtree(os.path.join(libs, old), ignore_errors=True)
+                    target = os.path.join(libs, name)
+                    if os.path.isdir(target) and not os.path.islink(target):
+                        shutil.rmtree(target)
+                    elif os.path.lexists(target):
+                        os.remove(target)
+                    shutil.move(os.path.join(site, name), target)
+            if libs not in sys.path:
+                sys.path.insert(0, libs)
+            return 0
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     def _fs(self, args: str, body: str):  # noqa: ANN202, ARG002
         argv = shlex.split(args)
@@ -292,7 +328,7 @@ class Frame:
         child_dbutils = new_dbutils({str(k): str(v) for k, v in (arguments or {}).items()}, path)
         ns["dbutils"] = child_dbutils
         ns["getArgument"] = child_dbutils.widgets.getArgument
-        child = Frame(ns, child_dbutils, path, self.library_prefix, self.dbfs_root, self.cancel_jobs)
+        child = Frame(ns, child_dbutils, path, self.library_dir, self.dbfs_root, self.cancel_jobs)
         child_dbutils.notebook._runner = (  # noqa: SLF001
             lambda p, t, a: child.run_child(p, t, a, base, new_dbutils))
         timer = _Timer(timeout_seconds, self.cancel_jobs)
@@ -320,6 +356,17 @@ class Frame:
         except BaseException:
             proc.kill()
             raise
+
+
+def _glob(root: str, pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(os.path.join(root, "**", "site-packages", pattern), recursive=True)
+
+
+def _project(dist_info: str) -> str:
+    """The normalised project name of a foo_bar-1.0.dist-info folder."""
+    return re.sub(r"[-_.]+", "_", dist_info.rsplit(".", 1)[0].split("-", 1)[0]).lower()
 
 
 def _dbfs_mounted(root: str) -> bool:

@@ -194,7 +194,7 @@ class ContextService:
 
         cluster_id = procs.cluster_dir.name
         spec = self.clusters.spec_of(cluster_id)
-        prefix = library_prefix(procs)
+        libs = library_dir(self.clusters, procs)
         env = dict(os.environ)
         env.update(spec.get("spark_env_vars") or {})
         env.update({
@@ -205,11 +205,12 @@ class ContextService:
             "BRICKYARD_WORKSPACE_ID": str(self.ws.workspace_id),
             "BRICKYARD_HOST": local_api_url(self.ws.settings),
             "BRICKYARD_DBFS_ROOT": str(self.ws.settings.dbfs_root),
-            "BRICKYARD_LIBRARY_PREFIX": str(prefix),
-            "BRICKYARD_LIBRARY_DIR": str(library_site_dir(prefix)),
+            "BRICKYARD_LIBRARY_DIR": str(libs),
             "PYSPARK_PYTHON": sys.executable,
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         })
+        # The cluster's own packages come first, for the kernel and the processes it starts (%sh python).
+        env["PYTHONPATH"] = ":".join(p for p in (str(libs), env.get("PYTHONPATH", "")) if p)
         env.update(extra or {})
         return env
 
@@ -355,14 +356,12 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def library_prefix(procs) -> Path:  # noqa: ANN001
-    """The pip --prefix of a cluster's own Python libraries (%pip install, the Libraries API)."""
-    return Path(procs.cluster_dir) / "python"
-
-
-def library_site_dir(prefix: Path) -> Path:
-    """The site-packages folder pip fills under a --prefix."""
-    return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+def library_dir(clusters, procs) -> Path:  # noqa: ANN001
+    """The cluster's own Python packages folder (on its driver's, workers' and notebooks' path)."""
+    launcher = getattr(clusters, "launcher", None)
+    if launcher is not None and hasattr(launcher, "library_dir"):
+        return Path(launcher.library_dir(procs.cluster_dir.name))
+    return Path(procs.cluster_dir) / "lib" / "python"
 
 
 def mint_kernel_token(ws, user: Principal, lifetime_seconds: int) -> tuple[str, str]:  # noqa: ANN001
