@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from brickyard.errors import BrickyardError, invalid, not_found
+from brickyard.errors import invalid, not_found
 from brickyard.runtime.formats import Notebook
 from brickyard.runtime.magics import cell_code
 from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME
@@ -274,4 +274,4 @@ def build(ws, services: dict) -> dict:  # noqa: ANN001
 
 
 __all__ = ["NotebookRunner", "RunHandle", "RunResult", "SUCCESS", "FAILED", "TIMEDOUT", "CANCELED",
-           "BrickyardError", "outputs_from_messages", "build"]
+           "outputs_from_messages", "build"]
