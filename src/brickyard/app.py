@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
 
     for router in routers():
         app.include_router(router)
+    from brickyard.tracking.gateway import mount as mount_mlflow
+
+    mount_mlflow(app)  # after every router: the workspace's own MLflow routes win
 
     @app.on_event("shutdown")
     def _close() -> None:  # pragma: no cover - exercised by process exit

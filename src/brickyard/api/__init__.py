@@ -14,6 +14,7 @@ ROUTER_MODULES = (
     "files",
     "clusters",
     "commands",
+    "mlflow_extra",
     "jobs",
 )
 

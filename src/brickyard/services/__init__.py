@@ -38,4 +38,7 @@ def build_services(ws: "Workspace") -> dict:
     from brickyard.services import notebook_runner
 
     services.update(notebook_runner.build(ws, services))
+    from brickyard import tracking
+
+    services.update(tracking.build(ws))
     return services
