@@ -108,3 +108,23 @@ def test_bad_requests(server, w, cluster_id, ctx):
     _, token = server.new_user("ctx-outsider")
     r = server.api("GET", "/api/1.2/contexts/status", token=token, params={"clusterId": cluster_id, "contextId": ctx})
     assert r.status_code == 403
+
+
+def test_html_and_figure_expressions(w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "displayHTML('<b>wine</b>')")
+    assert r.results.result_type == compute.ResultType.TEXT and r.results.data == "<b>wine</b>"
+    r = run(w, cluster_id, ctx, "import matplotlib.pyplot as plt\nplt.figure()\nplt.gca().bar([1, 2], [3, 4])")
+    assert r.results.result_type == compute.ResultType.IMAGE
+
+
+def test_workspace_private_environment_does_not_reach_kernels(w, cluster_id, monkeypatch):
+    monkeypatch.setenv("BRICKYARD_MASTER_KEY", "never-in-a-notebook")
+    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "nor-this")
+    created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON,
+                                                  timeout=T)
+    try:
+        r = run(w, cluster_id, created.id, "import os\nsorted(v for v in os.environ.values() "
+                                           "if v in ('never-in-a-notebook', 'nor-this'))")
+        assert r.results.data == "[]"
+    finally:
+        w.command_execution.destroy(cluster_id, created.id)

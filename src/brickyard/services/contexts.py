@@ -13,12 +13,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from brickyard.compute.environment import user_environ
 from brickyard.errors import BrickyardError, invalid
 from brickyard.runtime.mime import TABLE_MIME
 from brickyard.services.users import Principal
 
 log = logging.getLogger(__name__)
 LANGUAGES = ("python", "sql", "scala", "r")
+# A bare object repr such as "<BarContainer object of 2 artists>" or "[<matplotlib.lines.Line2D …>]".
+OBJECT_REPR_RE = re.compile(r"^\[?<[^<>\n]+>(, <[^<>\n]+>)*\]?$|^\[?Text\(")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_START_TIMEOUT = 120
 # Contexts live until destroyed; their kernel's token is deleted then, and expires anyway.
@@ -60,6 +63,7 @@ def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
     texts: list[str] = []
     tables: list[dict] = []
     images: list[str] = []
+    reprs: list[str] = []
     error = None
     for msg in msgs:
         kind, content = msg["msg_type"], msg["content"]
@@ -71,10 +75,13 @@ def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
                 tables.append(data[TABLE_MIME])
             elif "image/png" in data:
                 images.append(save_image(base64.b64decode(data["image/png"])))
-            elif "text/plain" in data:
-                texts.append(data["text/plain"] + "\n")
-            elif "text/html" in data:
+            elif "text/html" in data:  # displayHTML: the HTML itself, not "<IPython…HTML object>"
                 texts.append(data["text/html"] + "\n")
+            elif "text/plain" in data:
+                if kind == "execute_result" and OBJECT_REPR_RE.match(data["text/plain"]):
+                    reprs.append(data["text/plain"] + "\n")  # e.g. a matplotlib Axes: its figure follows
+                else:
+                    texts.append(data["text/plain"] + "\n")
         elif kind == "error":
             error = content
     if error is not None:
@@ -91,7 +98,7 @@ def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
         return {"resultType": "image", "fileName": images[0]}
     if images and not "".join(texts).strip():
         return {"resultType": "images", "fileNames": images}
-    return {"resultType": "text", "data": "".join(texts).rstrip("\n")}
+    return {"resultType": "text", "data": "".join(texts + reprs).rstrip("\n")}
 
 
 class ContextService:
@@ -190,12 +197,10 @@ class ContextService:
 
     def kernel_env(self, ctx_id: str, procs, extra: dict | None = None) -> dict:  # noqa: ANN001
         """The environment of a kernel on this cluster: the driver's gateway, the workspace URL, DBFS, libraries."""
-        import os
-
         cluster_id = procs.cluster_dir.name
         spec = self.clusters.spec_of(cluster_id)
         libs = library_dir(self.clusters, procs)
-        env = dict(os.environ)
+        env = user_environ()
         env.update(spec.get("spark_env_vars") or {})
         env.update({
             "PYSPARK_GATEWAY_PORT": str(procs.info["gateway_port"]),

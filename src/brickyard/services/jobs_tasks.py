@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from brickyard.compute.environment import user_environ
 from brickyard.errors import BrickyardError, invalid
 from brickyard.services import workspace as wsmod
 
@@ -135,7 +136,7 @@ def python_env(ws, ctx) -> dict:  # noqa: ANN001
     clusters = ws.services["clusters"]
     procs = clusters.procs[ctx.cluster_id]
     # The workspace's own settings (master key, bootstrap token) must not reach user code.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRICKYARD_", "DATABRICKS_"))}
+    env = user_environ()
     env.update(clusters.spec_of(ctx.cluster_id).get("spark_env_vars") or {})
     base = ws.settings.base_url
     env.update({
