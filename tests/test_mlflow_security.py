@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -205,3 +206,15 @@ def test_run_user_cannot_be_spoofed(server, run_ids, unique):
 def test_features_that_reach_out_are_not_offered(server, method, path):
     status, body = raw(server, method, path, body=b"{}" if method == "POST" else None)
     assert status == 404 and body["error_code"] == "ENDPOINT_NOT_FOUND", (status, body)
+
+
+def test_revoked_token_loses_mlflow_access(server, unique):
+    from brickyard.tracking.service import AUTH_CACHE_SECONDS
+
+    _, token = server.new_user(unique("dave") + "@example.com")
+    assert server.api("GET", "/api/2.0/mlflow/experiments/search", token=token, params={"max_results": 1}).status_code == 200
+    token_id = server.api("GET", "/api/2.0/token/list", token=token).json()["token_infos"][0]["token_id"]
+    assert server.api("POST", "/api/2.0/token/delete", token=token, json={"token_id": token_id}).status_code == 200
+    time.sleep(AUTH_CACHE_SECONDS + 0.2)  # recently checked tokens are trusted this long
+    r = server.api("GET", "/api/2.0/mlflow/experiments/search", token=token, params={"max_results": 1})
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"

@@ -7,6 +7,7 @@ been checked. Clients that do not speak through the Databricks SDK see artifact 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from urllib.parse import parse_qsl
@@ -17,7 +18,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from brickyard.api.deps import get_principal
+from brickyard.api.deps import bearer_token, get_principal
 from brickyard.errors import BrickyardError
 from brickyard.tracking import embed
 from brickyard.tracking.artifacts import PROXY_ROUTE, canonical_uri, check_artifact_path, proxied_uri
@@ -34,6 +35,16 @@ PATH_PARAMS = ("path", "artifact_path", "artifact_file_path", "artifact_director
 URI_FIELDS = frozenset({"artifact_uri", "artifact_location", "source", "root_uri", "storage_location"})
 STORE_MARKER = b"dbfs:/databricks/mlflow-tracking"
 MAX_JSON_BODY = 16 << 20
+async def _authenticate(request: Request):  # noqa: ANN202
+    token = bearer_token(request)
+    ws = request.app.state.workspace
+    cache = ws.services["mlflow"].auth_cache
+    key = hashlib.sha256(token.encode()).digest() if token else b""
+    principal = cache.get(key) if token else None
+    if principal is None:
+        principal = await run_in_threadpool(get_principal, request)
+        cache.put(key, principal)
+    return principal
 
 
 def mlflow_target(path: str) -> str | None:
@@ -182,7 +193,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         return
     target = mlflow_target(path)
     request = Request(scope, receive)
-    principal = await run_in_threadpool(get_principal, request)
+    principal = await _authenticate(request)
     if REFUSED.search(target):
         raise BrickyardError("ENDPOINT_NOT_FOUND", f"'{path}' is not offered by this workspace's MLflow server.")
     _check_paths(scope, target, ui=path.startswith(UI_PREFIX + "/"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from brickyard.errors import BrickyardError, invalid, not_found
 from brickyard.tracking.artifacts import StoreArtifacts, check_artifact_path, store_dbfs_path
@@ -10,6 +11,30 @@ from brickyard.tracking.history import RegistryHistory
 
 log = logging.getLogger(__name__)
 MAX_SOURCE_HOPS = 4  # models:/name/version may point at another registered version
+# Runs log in bursts of small requests: a token checked in the last few seconds is not looked
+# up again (a deleted token or deactivated user loses MLflow access within this many seconds).
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_MAX = 1024
+
+
+class AuthCache:
+    """Principals of recently checked tokens, keyed by a hash of the token."""
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes):  # noqa: ANN201
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: bytes, principal) -> None:  # noqa: ANN001
+        with self._lock:
+            if len(self._entries) >= AUTH_CACHE_MAX:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + AUTH_CACHE_SECONDS, principal)
 
 
 def from_mlflow(exc: Exception) -> BrickyardError:
@@ -29,6 +54,7 @@ class TrackingService:
         self._tracking = None
         self._registry = None
         self._artifacts: StoreArtifacts | None = None
+        self.auth_cache = AuthCache()
 
     @property
     def artifacts(self) -> StoreArtifacts:
