@@ -202,3 +202,32 @@ def test_ui_served_under_ml(server):
     assert r.status_code in (307, 308) and r.headers["location"].endswith("/ml/")
     r = server.api("GET", "/ml/ajax-api/2.0/mlflow/experiments/search", params={"max_results": 5})
     assert r.status_code == 200 and "experiments" in r.json()
+
+
+
+def test_two_workspaces_in_one_process_keep_their_own_mlflow(server, unique, tmp_path):
+    """MLflow's server keeps its stores in module globals; each request must still reach its own workspace."""
+    import requests
+    from conftest import ADMIN_TOKEN, ThreadedServer, make_settings
+
+    other = ThreadedServer(make_settings(tmp_path / "other"))
+    other.start()
+    try:
+        url = f"http://127.0.0.1:{other.settings.port}"
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        name = unique("only-there")
+        r = requests.post(url + "/api/2.0/mlflow/experiments/create", json={"name": name}, headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        exp_id = r.json()["experiment_id"]
+        r = requests.put(f"{url}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/x/artifacts/f.txt", data=b"there",
+                         headers=headers, timeout=60)
+        assert r.status_code == 200
+        r = requests.get(url + "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name},
+                         headers=headers, timeout=60)
+        assert r.status_code == 200
+        r = server.api("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})
+        assert r.status_code == 404
+        assert (other.settings.dbfs_root / f"databricks/mlflow-tracking/{exp_id}/x/artifacts/f.txt").read_bytes() == b"there"
+        assert not (server.settings.dbfs_root / f"databricks/mlflow-tracking/{exp_id}/x").exists()
+    finally:
+        other.stop()

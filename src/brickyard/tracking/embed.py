@@ -92,6 +92,8 @@ def _build():
     handlers._get_artifact_repo_mlflow_artifacts = lambda: current().artifacts.destination()
     handlers._get_artifact_repository_for_uri = lambda uri: current().artifacts.repository(uri)
     handlers._is_serving_proxied_artifacts = lambda: True
+    # The UI's usage telemetry would be relayed to MLflow's servers; a workspace stays offline.
+    handlers.is_telemetry_disabled = lambda: True
     artifact_module._is_serving_proxied_artifacts = lambda: True
     artifact_module._get_artifact_repo = lambda: current().artifacts.destination()
     _bind_registry_lookups()
