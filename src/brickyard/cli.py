@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--admin", action="store_true")
     cu.add_argument("--password")
     cu.set_defaults(func=cmd_create_user)
+    from brickyard.jupyter.launch import add_parser as add_jupyter
+
+    add_jupyter(sub)
     return parser
 
 
