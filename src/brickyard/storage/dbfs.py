@@ -1,10 +1,15 @@
-"""DBFS on local disk: path rules, atomic writes, and the Files API path mapping.
+"""DBFS on local disk: path rules, atomic writes, mounts, and the Files API path mapping.
 
-Every DBFS path is an absolute POSIX path ("/FileStore/x.bin") under one root folder.
+Every DBFS path is an absolute POSIX path ("/FileStore/x.bin") under one root folder, or
+under a mount point ("/mnt/x/...") whose target is a local folder (file:) or an object
+store (s3a://). A local target is also linked into the root (<root>/mnt/x -> folder), so
+/dbfs/mnt/x in notebooks and Spark's fallback to the root see it with no extra wiring.
 Nothing here knows HTTP; errors are BrickyardError with Databricks' DBFS codes.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +20,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from brickyard.errors import BrickyardError, already_exists, invalid, not_found
+from brickyard.storage.objects import ObjectStore
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = "dbfs-"
 # Used only when the tmp folder is on another file system than the root (see DbfsStorage).
@@ -34,6 +42,15 @@ class FileStat:
     is_dir: bool
     size: int
     mtime_ms: int
+
+
+@dataclass(frozen=True)
+class MountTarget:
+    """Where a mount point leads: a local folder, or an object store the workspace reaches itself."""
+
+    mount_point: str  # canonical, "/mnt/x"
+    local: Path | None = None
+    store: ObjectStore | None = None
 
 
 def _reject_unsafe(original: str, text: str) -> None:
@@ -107,6 +124,8 @@ class DbfsStorage:
             self.tmp.mkdir(exist_ok=True)
         # Serialises check-then-replace so that overwrite=false holds between concurrent writers.
         self._lock = threading.Lock()
+        self._mounts: dict[str, MountTarget] = {}
+        self._placeholders: set[str] = set()
         self.sweep_temp_files(stale_after)
 
     def sweep_temp_files(self, stale_after: float) -> None:
@@ -123,9 +142,89 @@ class DbfsStorage:
             except OSError:
                 pass
 
+    # -- mounts ------------------------------------------------------------------------------
+    def set_mounts(self, targets: list[MountTarget]) -> None:
+        """Replace the mount table and make <root>/mnt/... match it (links for local folders)."""
+        new = {t.mount_point: t for t in targets}
+        with self._lock:
+            self._mounts = new
+            for t in new.values():
+                self._link(t)
+            self._drop_stale_links(new)
+
+    def mounts(self) -> dict[str, MountTarget]:
+        return dict(self._mounts)
+
+    def _link(self, t: MountTarget) -> None:
+        link = self.root.joinpath(*t.mount_point.split("/")[1:])
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if t.local is None:  # an object store: an empty folder, so listings of /mnt show it
+            if link.is_symlink():
+                link.unlink()
+            link.mkdir(exist_ok=True)
+            return
+        target = str(t.local)
+        if link.is_symlink():
+            if os.readlink(link) == target:
+                return
+            link.unlink()
+        elif link.is_dir() and not any(os.scandir(link)):
+            link.rmdir()
+        elif link.exists():
+            log.warning("mount point %s exists in the DBFS root; not linking it", t.mount_point)
+            return
+        os.symlink(target, link)
+
+    def _drop_stale_links(self, table: dict[str, MountTarget]) -> None:
+        base = self.root / "mnt"
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, _files in os.walk(base, topdown=False):
+            for name in dirnames:
+                path = Path(dirpath) / name
+                point = "/" + path.relative_to(self.root).as_posix()
+                if point in table:
+                    continue
+                if path.is_symlink():
+                    path.unlink()  # a link whose mount is gone
+                elif point in self._placeholders and not any(os.scandir(path)):
+                    path.rmdir()  # only an emptied object-store placeholder, never user data
+        self._placeholders = {p for p, t in table.items() if t.local is None}
+
+    def mount_of(self, canon: str) -> tuple[MountTarget, str] | None:
+        """The mount holding a canonical path and the path inside it, or None (the root)."""
+        best = None
+        for point, t in self._mounts.items():
+            if canon == point or canon.startswith(point + "/"):
+                if best is None or len(point) > len(best[0].mount_point):
+                    best = (t, canon[len(point):].strip("/"))
+        return best
+
+    def _store(self, canon: str) -> tuple[ObjectStore, str] | None:
+        hit = self.mount_of(canon)
+        if hit is not None and hit[0].store is not None:
+            return hit[0].store, hit[1]
+        return None
+
+    def _guard_mount_points(self, canon: str, action: str) -> None:
+        for point in self._mounts:
+            if point == canon or point.startswith(canon.rstrip("/") + "/"):
+                raise invalid(f"Cannot {action} {canon}: it is or holds the mount point {point}; "
+                              "use dbutils.fs.unmount first.")
+
     def local(self, path: str) -> Path:
-        """The real local path of a DBFS path; symlinks may not lead out of the root."""
+        """The real local path of a DBFS path; symlinks may not lead out of the root (or the mount)."""
         canon = normalize(path)
+        hit = self.mount_of(canon)
+        if hit is not None:
+            mount, rest = hit
+            if mount.local is None:
+                raise invalid(f"{canon} is on the object-store mount {mount.mount_point}, which has no local path.")
+            base = Path(os.path.realpath(mount.local))
+            real = Path(os.path.realpath(base.joinpath(*rest.split("/")) if rest else base))
+            if real != base and base not in real.parents:
+                raise invalid(f"Invalid path {path!r}: it resolves outside the mount {mount.mount_point}.")
+            return real
         target = self.root.joinpath(*canon.split("/")[1:])
         real = Path(os.path.realpath(target))
         if real != self.root and self.root not in real.parents:
@@ -136,6 +235,12 @@ class DbfsStorage:
 
     def stat(self, path: str) -> FileStat:
         canon = normalize(path)
+        obj = self._store(canon)
+        if obj is not None:
+            st = obj[0].stat(obj[1])
+            if st is None:
+                raise missing(canon)
+            return FileStat(canon, st.is_dir, st.size, st.mtime_ms)
         local = self.local(canon)
         try:
             st = local.stat()
@@ -145,13 +250,21 @@ class DbfsStorage:
         return FileStat(canon, is_dir, 0 if is_dir else st.st_size, _mtime_ms(st))
 
     def exists(self, path: str) -> bool:
-        return self.local(path).exists()
+        canon = normalize(path)
+        obj = self._store(canon)
+        if obj is not None:
+            return obj[0].stat(obj[1]) is not None
+        return self.local(canon).exists()
 
     def list(self, path: str) -> list[FileStat]:
         """The entries of a directory (by name), or the file itself."""
         info = self.stat(path)
         if not info.is_dir:
             return [info]
+        obj = self._store(info.path)
+        if obj is not None:
+            return [FileStat(f"{info.path.rstrip('/')}/{e.name}", e.is_dir, e.size, e.mtime_ms)
+                    for e in obj[0].list(obj[1])]
         base = self.local(info.path)
         out = []
         for entry in sorted(os.scandir(base), key=lambda e: e.name):
@@ -171,6 +284,14 @@ class DbfsStorage:
         self._make_dirs(canon)
 
     def _make_dirs(self, canon: str) -> None:
+        obj = self._store(canon)
+        if obj is not None:
+            st = obj[0].stat(obj[1])
+            if st is not None and not st.is_dir:
+                raise already_exists(f"Cannot create directory {canon}: a file already exists there.")
+            if st is None:
+                obj[0].mkdirs(obj[1])
+            return
         current = "/"
         for part in [p for p in canon.split("/") if p]:
             current = current.rstrip("/") + "/" + part
@@ -191,6 +312,10 @@ class DbfsStorage:
         canon = normalize(path)
         if canon == "/":
             raise invalid("Cannot delete the DBFS root.")
+        self._guard_mount_points(canon, "delete")
+        obj = self._store(canon)
+        if obj is not None:
+            return obj[0].delete(obj[1], recursive)
         local = self.local(canon)
         if not local.exists():
             return False
@@ -206,7 +331,7 @@ class DbfsStorage:
             try:
                 os.rename(local, holder / "tree")
             except OSError:
-                shutil.rmtree(local)
+                shutil.rmtree(local)  # on a mount on another file system
             shutil.rmtree(holder, ignore_errors=True)
             return True
         local.rmdir()
@@ -218,6 +343,10 @@ class DbfsStorage:
             raise invalid("Cannot move the DBFS root.")
         if dst == src or dst.startswith(src.rstrip("/") + "/"):
             raise invalid(f"Cannot move {src} into itself ({dst}).")
+        self._guard_mount_points(src, "move")
+        if self._store(src) is not None or self._store(dst) is not None:
+            self._move_via_copy(src, dst)
+            return
         with self._lock:
             src_local = self.local(src)
             if not src_local.exists():
@@ -226,12 +355,35 @@ class DbfsStorage:
             if dst_local.exists():
                 raise already_exists(f"A file or directory already exists at the destination path {dst}.")
             self._make_dirs(dst.rsplit("/", 1)[0] or "/")
-            os.rename(src_local, dst_local)
+            try:
+                os.rename(src_local, dst_local)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(src_local, dst_local)  # between the root and a mount on another file system
+
+    def _move_via_copy(self, src: str, dst: str) -> None:
+        """Move a file to or from an object-store mount: copy, then delete the source."""
+        info = self.stat(src)
+        if info.is_dir:
+            raise invalid(f"Cannot move the directory {src} to or from an object-store mount; copy its files.")
+        if self.exists(dst):
+            raise already_exists(f"A file or directory already exists at the destination path {dst}.")
+        with self.open_write(dst, overwrite=False) as writer:
+            offset = 0
+            while block := self.read(src, offset, 8 << 20):
+                writer.write(block)
+                offset += len(block)
+            writer.commit()
+        self.delete(src, recursive=False)
 
     def read(self, path: str, offset: int, length: int) -> bytes:
         info = self.stat(path)
         if info.is_dir:
             raise invalid(f"Cannot read {info.path}: it is a directory.")
+        obj = self._store(info.path)
+        if obj is not None:
+            return obj[0].read(obj[1], offset, length)
         with open(self.local(info.path), "rb") as fh:
             fh.seek(offset)
             return fh.read(length)
@@ -242,9 +394,19 @@ class DbfsStorage:
         self._check_target(canon, overwrite)
         return AtomicFile(self, canon, overwrite)
 
-    def _check_target(self, canon: str, overwrite: bool) -> Path:
+    def _check_target(self, canon: str, overwrite: bool) -> Path | None:
         if canon == "/":
             raise invalid("Cannot write a file at the DBFS root.")
+        if canon in self._mounts:
+            raise already_exists(f"A directory already exists at the input path {canon}.")
+        obj = self._store(canon)
+        if obj is not None:
+            st = obj[0].stat(obj[1])
+            if st is not None and st.is_dir:
+                raise already_exists(f"A directory already exists at the input path {canon}.")
+            if st is not None and not overwrite:
+                raise already_exists(f"A file or directory already exists at the input path {canon}.")
+            return None
         local = self.local(canon)
         if local.is_dir():
             raise already_exists(f"A directory already exists at the input path {canon}.")
@@ -254,10 +416,26 @@ class DbfsStorage:
         return local
 
     def _install(self, tmp: Path, canon: str, overwrite: bool) -> None:
+        obj = self._store(canon)
+        if obj is not None:
+            with self._lock:
+                self._check_target(canon, overwrite)
+                obj[0].upload(obj[1], tmp)
+            tmp.unlink(missing_ok=True)
+            return
         with self._lock:
             local = self._check_target(canon, overwrite)
             self._make_dirs(canon.rsplit("/", 1)[0] or "/")
-            os.replace(tmp, local)
+            try:
+                os.replace(tmp, local)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # A mount on another file system: copy next to the target, then rename there.
+                near = local.with_name(f".{local.name}.{TMP_PREFIX}{os.getpid()}.tmp")
+                shutil.copyfile(tmp, near)
+                os.replace(near, local)
+                tmp.unlink(missing_ok=True)
         _fsync_dir(local.parent)
 
 
