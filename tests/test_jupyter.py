@@ -388,7 +388,39 @@ def test_kernelspec_works_from_plain_jupyter_client_with_interrupt(lab, server, 
         assert not clusters.busy(cluster_id)
         kernels = server.api("GET", f"{KERNELS}/list", token=token).json()["kernels"]
         remote_id = [k["kernel_id"] for k in kernels if k["state"] == "RUNNING"][0]
+        # The REST interrupt (what the stand-in does on SIGINT) reaches the same kernel.
+        msg_id = kc.execute("import time\ntime.sleep(120)")
+        time.sleep(2)
+        r = server.api("POST", f"{KERNELS}/interrupt", token=token, json={"kernel_id": remote_id})
+        assert r.status_code == 200, r.text
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["ename"] == "KeyboardInterrupt"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)  # kills the local stand-in: the WebSocket closes
     assert _wait_state(server, token, remote_id, "TERMINATED")["state"] == "TERMINATED"
+    r = server.api("POST", f"{KERNELS}/interrupt", token=token, json={"kernel_id": remote_id})
+    assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_STATE")
+
+
+# ---- the WebSocket framing -----------------------------------------------------------------------
+def test_wire_framing_and_signatures():
+    from brickyard.jupyter import wire
+
+    session = Session(key=b"k1")
+    parts = [b'{"msg_type":"x"}', b"{}", b"{}", b'{"a":1}', b"buffer"]
+    signed = wire.sign([b"client-id", wire.DELIM, *parts], session)
+    unsigned = wire.unsign(signed, session)
+    assert unsigned == [b"client-id", wire.DELIM, *parts]
+    assert wire.unpack(wire.pack("shell", unsigned)) == ("shell", unsigned)
+    # Re-signed with the other side's key, the message verifies there and nowhere else.
+    other = Session(key=b"k2")
+    assert wire.unsign(wire.sign(unsigned, other), other) == unsigned
+    with pytest.raises(wire.WireError):
+        wire.unsign(signed, other)
+    with pytest.raises(wire.WireError):
+        wire.unpack(wire.pack("shell", unsigned)[:-1])
+    with pytest.raises(wire.WireError):
+        wire.unpack(wire.pack("hb", unsigned))
+    with pytest.raises(wire.WireError):
+        wire.sign([b"no delimiter"], session)
