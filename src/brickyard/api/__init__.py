@@ -16,6 +16,7 @@ ROUTER_MODULES = (
     "commands",
     "mlflow_extra",
     "jobs",
+    "kernels",
 )
 
 

@@ -38,6 +38,9 @@ def build_services(ws: "Workspace") -> dict:
     from brickyard.services import notebook_runner
 
     services.update(notebook_runner.build(ws, services))
+    from brickyard.jupyter import kernels
+
+    services.update(kernels.build(ws, services))
     from brickyard import tracking
 
     services.update(tracking.build(ws))
