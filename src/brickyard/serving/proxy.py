@@ -1,0 +1,194 @@
+"""The workspace side of an invocation: pick a served version by traffic, pick a worker, forward.
+
+Connections to workers are kept alive in small per-port pools on the server's event loop, so a
+request costs one write and one read on loopback (no connection set-up, no thread hop).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+from brickyard.serving.metrics import Metrics
+from brickyard.serving.pool import CREATING, SCALED_TO_ZERO, ServedVersion
+
+MAX_IDLE_PER_PORT = 64
+
+
+class WorkerGone(Exception):
+    """The worker closed or refused the connection."""
+
+
+class Upstream:
+    """Keep-alive HTTP/1.1 connections to one worker port."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        head = (b"POST /invocations HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % len(body))
+        for attempt in range(2):
+            fresh = not self.idle
+            try:
+                reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                raise WorkerGone() from None
+            try:
+                writer.write(head)
+                writer.write(body)
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionResetError()
+                status = int(line.split(None, 2)[1])
+                length, close = 0, False
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.partition(b":")
+                    k = k.strip().lower()
+                    if k == b"content-length":
+                        length = int(v)
+                    elif k == b"connection" and v.strip().lower() == b"close":
+                        close = True
+                payload = await reader.readexactly(length) if length else b""
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                writer.close()
+                if fresh or attempt:
+                    raise WorkerGone() from None
+                continue  # a pooled connection the worker had closed: once more on a fresh one
+            except BaseException:
+                writer.close()  # cancelled (timeout): this connection's state is unknown
+                raise
+            if close or len(self.idle) >= MAX_IDLE_PER_PORT:
+                writer.close()
+            else:
+                self.idle.append((reader, writer))
+            return status, payload
+        raise WorkerGone()
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+@dataclass
+class Route:
+    version: ServedVersion
+    weight: int
+    current: int = 0
+
+
+class Routes:
+    """The served versions of one endpoint and its traffic split (smooth weighted round-robin)."""
+
+    def __init__(self, pairs: list[tuple[ServedVersion, int]]):
+        self.routes = [Route(v, w) for v, w in pairs if w > 0]
+        self.total = sum(r.weight for r in self.routes)
+
+    def pick(self) -> ServedVersion:
+        if len(self.routes) == 1:
+            return self.routes[0].version
+        best = None
+        for r in self.routes:
+            r.current += r.weight
+            if best is None or r.current > best.current:
+                best = r
+        best.current -= self.total
+        return best.version
+
+    def versions(self) -> list[ServedVersion]:
+        return [r.version for r in self.routes]
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode()
+
+
+class Router:
+    """Endpoint name -> routes; forwards invocations to worker processes."""
+
+    def __init__(self, metrics: Metrics, request_timeout: float, cold_start_timeout: float, retry_after: int):
+        self.metrics = metrics
+        self.table: dict[str, Routes] = {}
+        self.upstreams: dict[int, Upstream] = {}
+        self.request_timeout = request_timeout
+        self.cold_start_timeout = cold_start_timeout
+        self.retry_after = retry_after
+        self._rr = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self, endpoint: str, pairs: list[tuple[ServedVersion, int]]) -> None:
+        """Switch an endpoint to new routes at once; requests already forwarded finish where they are."""
+        self.table = {**self.table, endpoint: Routes(pairs)}
+
+    def remove(self, endpoint: str) -> None:
+        self.table = {k: v for k, v in self.table.items() if k != endpoint}
+
+    def forget_ports(self, ports: list[int]) -> None:
+        """Close pooled connections of stopped workers (on the event loop that owns them)."""
+        def _drop() -> None:
+            for port in ports:
+                up = self.upstreams.pop(port, None)
+                if up is not None:
+                    up.close()
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_drop)
+
+    def unavailable(self, message: str) -> tuple[int, dict, bytes]:
+        return 503, {"Retry-After": str(self.retry_after)}, _error("TEMPORARILY_UNAVAILABLE", message)
+
+    async def invoke(self, endpoint: str, body: bytes) -> tuple[int, dict, bytes] | None:
+        """(status, headers, body) of a worker's answer; None when the endpoint has no routes."""
+        routes = self.table.get(endpoint)
+        if routes is None:
+            return None
+        self.loop = asyncio.get_running_loop()
+        version = routes.pick()
+        started = time.perf_counter()
+        version.inflight += 1
+        try:
+            status, payload = await self._forward(version, body)
+        finally:
+            version.inflight -= 1
+            version.last_used = time.monotonic()
+        if status == 503:
+            headers = {"Retry-After": str(self.retry_after)}
+        else:
+            headers = {"served-model-name": version.name}
+        self.metrics.record(endpoint, version.name, status, (time.perf_counter() - started) * 1000)
+        return status, headers, payload
+
+    async def _forward(self, version: ServedVersion, body: bytes) -> tuple[int, bytes]:
+        if not version.ready_ports and version.state in (SCALED_TO_ZERO, CREATING):
+            await self._cold_start(version)
+        tried: set[int] = set()
+        while True:
+            ports = [p for p in version.ready_ports if p not in tried]
+            if not ports:
+                return 503, _error("TEMPORARILY_UNAVAILABLE",
+                                   f"No worker of served model {version.name} is up; retry shortly.")
+            self._rr += 1
+            port = ports[self._rr % len(ports)]
+            up = self.upstreams.get(port)
+            if up is None:
+                up = self.upstreams[port] = Upstream(port)
+            try:
+                return await asyncio.wait_for(up.post(body), self.request_timeout)
+            except WorkerGone:
+                tried.add(port)  # crashed or stopping: another worker may take it
+            except asyncio.TimeoutError:
+                return 504, _error("DEADLINE_EXCEEDED",
+                                   f"Served model {version.name} did not answer within {self.request_timeout:.0f} s.")
+
+    async def _cold_start(self, version: ServedVersion) -> None:
+        """Start a scaled-to-zero version and wait (bounded) until a worker answers."""
+        if version.state == SCALED_TO_ZERO:
+            await asyncio.get_running_loop().run_in_executor(None, version.wake)
+        deadline = time.monotonic() + self.cold_start_timeout
+        while not version.ready_ports and version.state == CREATING and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
