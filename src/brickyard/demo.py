@@ -1,0 +1,491 @@
+"""`brickyard demo`: the wine-quality lab end to end, through the public API, as a person would do it.
+
+Every step talks to the workspace over HTTP with the real clients (databricks-sdk, mlflow,
+requests) and a token, like the lab's attendee clicking through it: secret scope, cluster and
+its library, notebook imports, data upload, the experiment run as a job, then checks of what it
+produced. A failing step ends the demo with exit status 1 and names the step.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAB = Path(__file__).resolve().parents[2] / "examples" / "wine-lab"
+SCOPE = "wine-lab"
+CONTAINER = "winelab"
+MODEL = "wine_quality"
+ENDPOINT = "wine-quality"
+DATA_FILES = {"winequality-red.csv": "winequality_red.csv", "winequality-white.csv": "winequality_white.csv"}
+ROWS = 6497
+MIN_BASELINE_AUC = 0.85
+DEFAULT_MAX_EVALS = 8
+UNAVAILABLE_MARK = "UNAVAILABLE:"
+
+
+class StepFailed(Exception):
+    """A demo step did not do what it should; the message says what was seen."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"step '{step}' failed: {message}")
+        self.step = step
+        self.message = message
+
+
+class Unavailable(Exception):
+    """A step the workspace cannot perform yet (its API is missing)."""
+
+
+@dataclass
+class Options:
+    host: str | None = None
+    token: str | None = None
+    home: Path | None = None
+    port: int = 0
+    max_evals: int = DEFAULT_MAX_EVALS
+    job_timeout: int = 1800
+    lab_dir: Path = LAB
+    stay: bool = False
+
+
+@dataclass
+class Outcome:
+    """What the demo produced: printed at the end, and read by the tests."""
+
+    urls: dict = field(default_factory=dict)
+    exit_value: dict = field(default_factory=dict)
+    unavailable: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+class Reporter:
+    """Numbered steps with their timing, and progress lines inside long steps."""
+
+    def __init__(self, total: int, out=sys.stdout):  # noqa: ANN001
+        self.total, self.out, self.index = total, out, 0
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def progress(self, text: str) -> None:
+        self.say(f"      {text}")
+
+    @contextmanager
+    def step(self, name: str, outcome: Outcome):  # noqa: ANN201
+        self.index += 1
+        self.say(f"[{self.index}/{self.total}] {name} ...")
+        t0 = time.monotonic()
+        try:
+            yield
+        except Unavailable as exc:
+            outcome.unavailable.append(name)
+            self.say(f"      {UNAVAILABLE_MARK} {exc}")
+            return
+        except StepFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any error ends the demo at this step
+            raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            outcome.timings[name] = round(time.monotonic() - t0, 1)
+        self.say(f"      done in {outcome.timings[name]:.1f} s (total {time.monotonic() - self.started:.0f} s)")
+
+
+# ---- the embedded workspace ----------------------------------------------------------------
+class Embedded:
+    """A workspace in this process (uvicorn in a thread) in a fresh home."""
+
+    def __init__(self, home: Path, port: int):
+        import uvicorn
+
+        from brickyard.app import create_app
+        from brickyard.bootstrap import bootstrap
+        from brickyard.context import open_workspace
+        from brickyard.settings import Settings
+
+        if port == 0:
+            port = _free_port()
+        self.token = "dapi" + secrets.token_hex(16)
+        settings = Settings(home=home, host="127.0.0.1", port=port, bootstrap_token=self.token, log_level="warning")
+        self.workspace = open_workspace(settings)
+        first = bootstrap(self.workspace)
+        if first is None:
+            raise RuntimeError(f"{home} already holds a workspace: the demo starts from a fresh home.")
+        self.url = settings.base_url
+        config = uvicorn.Config(create_app(workspace=self.workspace), host="127.0.0.1", port=port,
+                                log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="brickyard-demo-server", daemon=True)
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the workspace server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.workspace.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the steps -----------------------------------------------------------------------------
+STEPS = ("start the workspace", "create the secret scope and its secrets", "create a Single Node ML cluster",
+         "install the mlflow library on the cluster", "import the notebooks", "upload the wine CSVs",
+         "run the experiment notebook as a job", "check the outcome", "collect the results")
+
+
+class Demo:
+    def __init__(self, opts: Options, out=sys.stdout):  # noqa: ANN001
+        self.opts, self.out = opts, out
+        self.report = Reporter(len(STEPS), out)
+        self.outcome = Outcome()
+        self.embedded: Embedded | None = None
+        self.base: Path | None = None
+        self.w = None
+        self.me = None
+        self.cluster_id = None
+        self.run = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _client(self, host: str, token: str):  # noqa: ANN202
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.core import Config
+
+        return WorkspaceClient(config=Config(host=host, token=token, auth_type="pat", retry_timeout_seconds=120))
+
+    def _api(self, method: str, path: str, **kw):  # noqa: ANN202
+        import requests
+
+        return requests.request(method, self.host + path, headers={"Authorization": f"Bearer {self.token}"},
+                                timeout=60, **kw)
+
+    # -- steps -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.opts.host:
+            if not self.opts.token:
+                raise StepFailed(STEPS[0], "--host needs --token (or DATABRICKS_TOKEN)")
+            self.host, self.token = self.opts.host.rstrip("/"), self.opts.token
+            self.base = Path(tempfile.mkdtemp(prefix="brickyard-demo-"))
+            self.report.progress(f"using the workspace at {self.host}")
+        else:
+            self.base = Path(self.opts.home or tempfile.mkdtemp(prefix="brickyard-demo-")).resolve()
+            home = self.base / "home"
+            self.base.mkdir(parents=True, exist_ok=True)
+            if home.exists() and any(home.iterdir()):
+                raise StepFailed(STEPS[0], f"{home} is not empty: the demo starts from a fresh home")
+            logging.basicConfig(filename=self.base / "workspace.log", level=logging.INFO,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            self.embedded = Embedded(home, self.opts.port)
+            # The embedded MLflow server logs to the console by default: keep the steps readable.
+            import mlflow  # noqa: F401 - configures the "mlflow" logger first
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            self.host, self.token = self.embedded.url, self.embedded.token
+            self.report.progress(f"workspace at {self.host} (home {home}, log {self.base / 'workspace.log'})")
+        self.w = self._client(self.host, self.token)
+        self.me = self.w.current_user.me().user_name
+        self.report.progress(f"signed in as {self.me}")
+
+    def secrets(self) -> None:
+        from databricks.sdk.errors import ResourceAlreadyExists
+
+        # A local folder stands in for the lab's storage account (ADLS Gen2 there).
+        storage = self.base / "storage-account"
+        (storage / CONTAINER / "raw").mkdir(parents=True, exist_ok=True)
+        try:
+            self.w.secrets.create_scope(scope=SCOPE)
+        except ResourceAlreadyExists:
+            self.report.progress(f"scope {SCOPE} exists already")
+        values = {"storage-account": f"file:{storage}", "storage-sp-client-id": "brickyard-demo",
+                  "storage-sp-key": secrets.token_urlsafe(24), "storage-sp-tenant": "local"}
+        for key, value in values.items():
+            self.w.secrets.put_secret(scope=SCOPE, key=key, string_value=value)
+        listed = sorted(s.key for s in self.w.secrets.list_secrets(scope=SCOPE))
+        self.report.progress(f"scope {SCOPE}: {', '.join(listed)}")
+
+    def cluster(self) -> None:
+        from datetime import timedelta
+
+        details = self.w.clusters.create_and_wait(
+            cluster_name=f"wine-lab-{self.me.split('@')[0]}", spark_version="17.3.x-cpu-ml-scala2.13",
+            node_type_id="local.medium", num_workers=0, autotermination_minutes=60,
+            spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
+            custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(minutes=10))
+        self.cluster_id = details.cluster_id
+        self.report.progress(f"cluster {details.cluster_name} ({self.cluster_id}) is {details.state.value}, "
+                             f"auto-terminates after {details.autotermination_minutes} idle minutes")
+
+    def library(self) -> None:
+        from databricks.sdk.errors import NotFound
+        from databricks.sdk.service.compute import Library, PythonPyPiLibrary
+
+        try:
+            self.w.libraries.install(cluster_id=self.cluster_id, libraries=[Library(pypi=PythonPyPiLibrary("mlflow"))])
+        except NotFound as exc:
+            raise Unavailable(f"the workspace has no Libraries API ({exc}); the ML runtime already has mlflow")
+        deadline = time.time() + 600
+        while True:
+            statuses = [s for s in self.w.libraries.cluster_status(self.cluster_id)
+                        if s.library and s.library.pypi and s.library.pypi.package == "mlflow"]
+            state = statuses[0].status.value if statuses and statuses[0].status else "PENDING"
+            if state == "INSTALLED":
+                break
+            if state == "FAILED":
+                raise StepFailed(STEPS[3], "mlflow failed to install: " + "; ".join(statuses[0].messages or []))
+            if time.time() > deadline:
+                raise StepFailed(STEPS[3], f"mlflow is still {state} after 10 minutes")
+            time.sleep(1)
+        self.report.progress("mlflow: INSTALLED")
+
+    def notebooks(self) -> None:
+        from databricks.sdk.errors import NotFound
+        from databricks.sdk.service.workspace import ImportFormat
+
+        lab = self.opts.lab_dir
+        helper = "/Shared/HelperFunctions"
+        try:  # a DBC import never overwrites: replace the helper by hand
+            self.w.workspace.get_status(helper)
+            self.w.workspace.delete(helper)
+        except NotFound:
+            pass
+        self.w.workspace.import_(helper, content=_b64(lab / "HelperFunctions.dbc"), format=ImportFormat.DBC)
+        home = f"/Users/{self.me}"
+        self.w.workspace.mkdirs(f"{home}/samples")
+        imports = {f"{home}/FullExperiment": lab / "FullExperiment.ipynb",
+                   f"{home}/samples/BaseExperiment": lab / "samples" / "BaseExperiment.ipynb"}
+        for path, file in imports.items():
+            self.w.workspace.import_(path, content=_b64(file), format=ImportFormat.JUPYTER, overwrite=True)
+        for path in [helper, *imports]:
+            status = self.w.workspace.get_status(path)
+            self.report.progress(f"{path} ({status.object_type.value}, {status.language.value})")
+
+    def upload(self) -> None:
+        folder = f"/FileStore/shared_uploads/{self.me}"
+        for local, remote in DATA_FILES.items():
+            with open(self.opts.lab_dir / "data" / local, "rb") as fh:
+                self.w.dbfs.upload(f"{folder}/{remote}", fh, overwrite=True)
+        for info in self.w.dbfs.list(folder):
+            self.report.progress(f"dbfs:{info.path} ({info.file_size:,} bytes)")
+
+    def job(self) -> None:
+        from databricks.sdk.service.jobs import NotebookTask, RunLifeCycleState, SubmitTask
+
+        params = {"secret_scope": SCOPE, "storage_container": CONTAINER, "model_name": MODEL,
+                  "endpoint_name": ENDPOINT, "max_evals": str(self.opts.max_evals), "parallelism": "2"}
+        self.report.progress(f"parameters: {json.dumps(params)}")
+        waiter = self.w.jobs.submit(run_name="wine-lab: FullExperiment", tasks=[SubmitTask(
+            task_key="experiment", existing_cluster_id=self.cluster_id, timeout_seconds=self.opts.job_timeout,
+            notebook_task=NotebookTask(notebook_path=f"/Users/{self.me}/FullExperiment", base_parameters=params))])
+        run_id = waiter.run_id
+        t0, last, said = time.monotonic(), None, 0.0
+        while True:
+            run = self.w.jobs.get_run(run_id)
+            state = run.state.life_cycle_state
+            now = time.monotonic() - t0
+            if state != last or now - said >= 30:
+                self.report.progress(f"run {run_id}: {state.value} ({now:.0f} s)")
+                last, said = state, now
+            if state in (RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR):
+                break
+            time.sleep(2)
+        self.run = run
+        self.outcome.urls["run page"] = run.run_page_url
+        task_run = run.tasks[0].run_id
+        output = self.w.jobs.get_run_output(task_run)
+        if run.state.result_state is None or run.state.result_state.value != "SUCCESS":
+            trace = (output.error_trace or "").strip().splitlines()[-12:]
+            raise StepFailed(STEPS[6], f"the run ended {run.state.result_state}: {output.error}\n"
+                                       + "\n".join("        " + line for line in trace))
+        result = output.notebook_output.result if output.notebook_output else None
+        try:
+            self.outcome.exit_value = json.loads(result or "")
+        except ValueError:
+            raise StepFailed(STEPS[6], f"the notebook's exit value is not the lab's JSON: {result!r}") from None
+        self.report.progress(f"exit value: {result}")
+
+    def check(self) -> None:
+        value = self.outcome.exit_value
+        baseline, tuned = value.get("baseline_auc"), value.get("tuned_auc")
+        _expect(isinstance(baseline, float) and baseline >= MIN_BASELINE_AUC,
+                f"baseline AUC {baseline} is below {MIN_BASELINE_AUC}")
+        _expect(isinstance(tuned, float) and tuned >= baseline, f"tuned AUC {tuned} is below the baseline {baseline}")
+        self.report.progress(f"AUC: random forest {baseline:.4f}, tuned xgboost {tuned:.4f}")
+        self._check_registry(value)
+        self._check_table(value)
+        if not value.get("mounts"):
+            self.outcome.unavailable.append("mounts")
+            self.report.progress(f"{UNAVAILABLE_MARK} the notebook could not mount the storage (see its output)")
+        self._check_endpoint(value)
+
+    def _check_registry(self, value: dict) -> None:
+        from mlflow.tracking import MlflowClient
+
+        os.environ["MLFLOW_TRACKING_TOKEN"] = self.token
+        client = MlflowClient(tracking_uri=self.host, registry_uri=self.host)
+        stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{MODEL}'")}
+        old, new = str(value.get("baseline_version")), str(value.get("tuned_version"))
+        _expect(stages.get(old) == "Archived" and stages.get(new) == "Production",
+                f"expected version {old} Archived and {new} Production; the registry has {stages}")
+        if self.embedded is not None:
+            _expect(sorted(stages) == ["1", "2"], f"a fresh workspace should hold versions 1 and 2: {stages}")
+        self.report.progress(f"registry: {MODEL} " + ", ".join(f"v{k} {v}" for k, v in sorted(stages.items())))
+        experiment = client.get_experiment(value["experiment_id"])
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        self.outcome.urls["MLflow experiment"] = f"{self.host}/ml/#/experiments/{experiment.experiment_id}"
+        self.report.progress(f"experiment {experiment.name}: {len(runs)} runs "
+                             f"({value.get('sweep_runs')} in the sweep)")
+
+    def _check_table(self, value: dict) -> None:
+        from databricks.sdk.service.compute import Language
+
+        table = f"{value['database']}.wine_predictions"
+        ctx = self.w.command_execution.create_and_wait(cluster_id=self.cluster_id, language=Language.SQL)
+        try:
+            res = self.w.command_execution.execute_and_wait(
+                cluster_id=self.cluster_id, context_id=ctx.id, language=Language.SQL,
+                command=f"SELECT count(*) AS n, count(prediction) AS scored FROM {table}")
+        finally:
+            self.w.command_execution.destroy(cluster_id=self.cluster_id, context_id=ctx.id)
+        if res.results is None or res.results.result_type.value != "table":
+            raise StepFailed(STEPS[7], f"could not read {table}: {res.results and res.results.cause}")
+        n, scored = (int(x) for x in res.results.data[0])
+        _expect(n == ROWS and scored == ROWS, f"{table} has {n} rows, {scored} scored; expected {ROWS}")
+        self.report.progress(f"inference table {table}: {n} rows, all scored")
+
+    def _check_endpoint(self, value: dict) -> None:
+        r = self._api("GET", "/api/2.0/serving-endpoints")
+        if r.status_code == 404 and "error_code" not in r.text:
+            self.outcome.unavailable.append("serving endpoint")
+            self.report.progress(f"{UNAVAILABLE_MARK} the workspace has no serving endpoints API yet")
+            return
+        name = value.get("endpoint_name") or ENDPOINT
+        endpoint = self.w.serving_endpoints.get(name)
+        _expect(endpoint.state is not None and endpoint.state.ready is not None
+                and endpoint.state.ready.value == "READY", f"endpoint {name} is not READY: {endpoint.state}")
+        rows = _sample_rows(self.opts.lab_dir, 3)
+        answer = self.w.serving_endpoints.query(name, dataframe_records=rows)
+        preds = answer.predictions or []
+        _expect(len(preds) == 3 and all(0.0 <= float(p) <= 1.0 for p in preds),
+                f"endpoint {name} answered {preds!r} for 3 rows")
+        self.outcome.urls["serving endpoint"] = f"{self.host}/serving-endpoints/{name}/invocations"
+        self.report.progress(f"endpoint {name} answered {', '.join(f'{float(p):.3f}' for p in preds)}")
+
+    def results(self) -> None:
+        from databricks.sdk.service.jobs import ViewsToExport
+
+        task_run = self.run.tasks[0].run_id
+        export = self.w.jobs.export_run(task_run, views_to_export=ViewsToExport.CODE)
+        html = self.base / "FullExperiment-run.html"
+        html.write_text(export.views[0].content if export.views else "")
+        self.outcome.urls["run HTML"] = f"{self.host}/api/2.0/jobs/runs/export?run_id={task_run}"
+        self.outcome.urls["run HTML (saved)"] = str(html)
+
+    # -- the whole demo --------------------------------------------------------------------
+    def run_all(self) -> int:
+        say = self.report.say
+        say(f"Brickyard demo: the wine-quality lab end to end (sweep of {self.opts.max_evals} evaluations)")
+        steps = (self.start, self.secrets, self.cluster, self.library, self.notebooks, self.upload, self.job,
+                 self.check, self.results)
+        try:
+            for name, fn in zip(STEPS, steps):
+                with self.report.step(name, self.outcome):
+                    fn()
+        except StepFailed as exc:
+            say(f"\nFAILED at step '{exc.step}': {exc.message}")
+            if self.base is not None:
+                say(f"(files of this demo: {self.base})")
+            self._finish()
+            return 1
+        say(f"\nThe lab ran end to end in {time.monotonic() - self.report.started:.0f} s.")
+        for label, url in self.outcome.urls.items():
+            say(f"  {label + ':':20} {url}")
+        if self.outcome.unavailable:
+            say(f"  not available in this workspace yet: {', '.join(self.outcome.unavailable)}")
+        if self.embedded is not None:
+            say(f"\n  export DATABRICKS_HOST={self.host}\n  export DATABRICKS_TOKEN={self.token}")
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        if self.embedded is None:
+            return
+        if self.opts.stay:
+            self.report.say("\nThe workspace keeps running; press Ctrl-C to stop it.")
+            try:
+                while self.embedded.thread.is_alive():
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        self.report.say("Stopping the workspace ...")
+        self.embedded.stop()
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(STEPS[7], message)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _sample_rows(lab: Path, n: int) -> list[dict]:
+    """The first n red wines as the model's input rows (underscored names, is_red)."""
+    import csv
+
+    with open(lab / "data" / "winequality-red.csv", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=";")
+        rows = []
+        for row in reader:
+            rows.append({k.replace(" ", "_"): float(v) for k, v in row.items() if k != "quality"} | {"is_red": 1})
+            if len(rows) == n:
+                return rows
+    return rows
+
+
+def main(opts: Options, out=sys.stdout) -> int:  # noqa: ANN001
+    """Run the demo; 0 when every step passed, 1 when one failed (named in the output)."""
+    return Demo(opts, out).run_all()
+
+
+def cmd_demo(args) -> int:  # noqa: ANN001
+    if args.max_evals < 1:
+        raise ValueError("--max-evals must be at least 1")
+    stay = args.stay if args.stay is not None else (sys.stdout.isatty() and sys.stdin.isatty())
+    token = args.token or (os.environ.get("DATABRICKS_TOKEN") if args.host else None)
+    return main(Options(host=args.host, token=token, home=Path(args.home) if args.home else None, port=args.port,
+                        max_evals=96 if args.full_sweep else args.max_evals, stay=stay))
+
+
+def add_parser(sub) -> None:  # noqa: ANN001
+    """The `brickyard demo` command."""
+    demo = sub.add_parser("demo", help="run the wine-quality lab end to end (a fresh embedded workspace, or --host)")
+    demo.add_argument("--home", help="folder for the demo's fresh workspace home and files (default: a new temp folder)")
+    demo.add_argument("--port", type=int, default=0, help="port of the embedded workspace (default: a free one)")
+    demo.add_argument("--host", help="use this running workspace instead of starting one")
+    demo.add_argument("--token", help="its personal access token (default: DATABRICKS_TOKEN)")
+    demo.add_argument("--max-evals", type=int, default=DEFAULT_MAX_EVALS,
+                      help=f"hyperopt evaluations of the sweep (default {DEFAULT_MAX_EVALS})")
+    demo.add_argument("--full-sweep", action="store_true", help="the original lab's 96 evaluations")
+    demo.add_argument("--stay", dest="stay", action="store_true", default=None,
+                      help="keep the embedded workspace running when done (default when interactive)")
+    demo.add_argument("--exit", dest="stay", action="store_false", help="stop the embedded workspace when done")
+    demo.set_defaults(func=cmd_demo)
