@@ -231,5 +231,10 @@ def _report_exit_as_success(shell) -> None:  # noqa: ANN001
 
 _frame = _setup_frame()
 
+# MLflow: the workspace tracks this kernel's runs and its Spark workers' runs; cells link to them.
+from brickyard.runtime import mlflow_setup as _mlflow_setup  # noqa: E402
+
+_mlflow_setup.install(sc)
+
 __all__ = ["spark", "sc", "sqlContext", "sql", "table", "udf", "display", "displayHTML", "dbutils", "getArgument",
            "_brickyard_sql"]

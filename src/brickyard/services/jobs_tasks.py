@@ -26,6 +26,8 @@ PY_BOOTSTRAP = """
 import os, runpy, signal, sys, threading
 from brickyard.runtime.attach import attach
 _a = attach(job_group=os.environ["BRICKYARD_JOB_GROUP"])
+from brickyard.runtime.mlflow_setup import install as _mlflow_install
+_mlflow_install(_a.sc)
 def _term(signum, frame):
     t = threading.Thread(target=_a.cancel_own_jobs, daemon=True)
     t.start()
