@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 # The workspace's own configuration and credentials (master key, bootstrap token, database URL,
 # Key Vault client secret, the CLI credentials of whoever started it) never reach user code.
-PRIVATE_PREFIXES = ("BRICKYARD_", "DATABRICKS_", "MLFLOW_TRACKING_", "AZURE_CLIENT_SECRET", "PYSPARK_GATEWAY_")
+PRIVATE_PREFIXES = ("BRICKYARD_", "DATABRICKS_", "MLFLOW_", "AZURE_CLIENT_SECRET", "PYSPARK_GATEWAY_")
 
 
 def user_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
