@@ -12,7 +12,6 @@ from brickyard.errors import invalid
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 # Provisioned concurrency of each workload size (Databricks' lower bounds).
 WORKLOAD_CONCURRENCY = {"Small": 4, "Medium": 8, "Large": 16}
-THREADS_PER_PROCESS = 2
 MAX_ENTITIES = 10
 
 
@@ -32,10 +31,12 @@ class ServingSettings(BaseSettings):
 
 
 def sizing(workload_size: str, max_processes: int) -> tuple[int, int]:
-    """(processes, threads per process) for a workload size."""
-    concurrency = WORKLOAD_CONCURRENCY[workload_size]
-    processes = max(1, min(concurrency // THREADS_PER_PROCESS, max_processes))
-    return processes, -(-concurrency // processes)
+    """(processes, threads per process) for a workload size.
+
+    Each process predicts one request at a time (pyfunc models are CPU-bound under the GIL), so
+    the concurrency of a size is its number of processes, capped by the cores of this machine.
+    """
+    return max(1, min(WORKLOAD_CONCURRENCY[workload_size], max_processes)), 1
 
 
 def _entity(item: object, legacy: bool) -> dict:

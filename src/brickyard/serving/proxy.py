@@ -25,6 +25,7 @@ class Upstream:
 
     def __init__(self, port: int):
         self.port = port
+        self.busy = 0  # requests forwarded and not yet answered
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
@@ -172,11 +173,13 @@ class Router:
             if not ports:
                 return 503, _error("TEMPORARILY_UNAVAILABLE",
                                    f"No worker of served model {version.name} is up; retry shortly.")
+            # The least busy worker (each predicts one request at a time); ties rotate.
             self._rr += 1
-            port = ports[self._rr % len(ports)]
+            port = min(ports[self._rr % len(ports):] + ports[:self._rr % len(ports)], key=self._load)
             up = self.upstreams.get(port)
             if up is None:
                 up = self.upstreams[port] = Upstream(port)
+            up.busy += 1
             try:
                 async with asyncio.timeout(self.request_timeout):  # no extra task, unlike wait_for
                     return await up.post(body)
@@ -185,6 +188,12 @@ class Router:
             except asyncio.TimeoutError:
                 return 504, _error("DEADLINE_EXCEEDED",
                                    f"Served model {version.name} did not answer within {self.request_timeout:.0f} s.")
+            finally:
+                up.busy -= 1
+
+    def _load(self, port: int) -> int:
+        up = self.upstreams.get(port)
+        return up.busy if up is not None else 0
 
     async def _cold_start(self, version: ServedVersion) -> None:
         """Start a scaled-to-zero version and wait (bounded) until a worker answers."""

@@ -139,7 +139,9 @@ class Scorer:
     def __init__(self, models: list[Model], threads: int, key: str | None):
         self.models = models
         self.total = sum(m.weight for m in models) or 1
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        # With one thread, predictions run on the event loop: CPU-bound models gain nothing from
+        # threads under the GIL, and each hand-off to a thread costs latency.
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict") if threads > 1 else None
         self.key = key
 
     def pick(self) -> Model:
@@ -197,7 +199,7 @@ def _response(status: int, body: bytes, extra: dict | None = None, close: bool =
 
 
 class Server:
-    """HTTP/1.1 with keep-alive; predictions run on a thread pool so that probes stay answered."""
+    """HTTP/1.1 with keep-alive; predictions on the loop (--threads 1) or on a thread pool."""
 
     def __init__(self, scorer: Scorer, max_body: int = MAX_BODY):
         self.scorer = scorer
@@ -241,8 +243,11 @@ class Server:
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.scorer.key.encode()):
                 return _response(401, _error("UNAUTHENTICATED", "Send 'Authorization: Bearer <endpoint key>'."))
         model = self.scorer.pick()
-        loop = asyncio.get_running_loop()
-        status, payload = await loop.run_in_executor(self.scorer.pool, self.scorer.invoke, model, body)
+        if self.scorer.pool is None:
+            status, payload = self.scorer.invoke(model, body)  # one at a time, no thread hop
+        else:
+            loop = asyncio.get_running_loop()
+            status, payload = await loop.run_in_executor(self.scorer.pool, self.scorer.invoke, model, body)
         return _response(status, payload, {"served-model-name": model.name})
 
 
