@@ -1,8 +1,10 @@
 """Clusters API through databricks-sdk, on real Spark driver processes."""
 from __future__ import annotations
 
+import base64
 import json
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -134,4 +136,82 @@ def test_two_workers_run_tasks_on_two_executors_and_share_the_catalog(server, w,
         assert w.clusters.get(cid).num_workers == 1
     finally:
         w.command_execution.destroy(cluster_id, single_ctx)
+        w.clusters.permanent_delete(cid)
+
+
+def _wait(check, timeout=180, every=0.5, what="condition"):
+    deadline = time.time() + timeout
+    while not (value := check()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+    return value
+
+
+@pytest.mark.slow
+def test_init_script_failures_put_the_cluster_in_error(server, w, unique):
+    """A failing DBFS script (its output in an event) and a missing workspace script: ERROR, no driver."""
+    path = f"/FileStore/init/{unique('fail')}.sh"
+    w.dbfs.put(path, contents=base64.b64encode(b"#!/bin/bash\necho 'about to fail: boom'\nexit 3\n").decode(),
+               overwrite=True)
+    for where, text in ((compute.InitScriptInfo(dbfs=compute.DbfsStorageInfo(destination=f"dbfs:{path}")), "boom"),
+                        (compute.InitScriptInfo(workspace=compute.WorkspaceStorageInfo(
+                            destination="/Shared/no-such-script.sh")), "could not be read")):
+        cid = w.clusters.create(cluster_name=unique("init-fail"), spark_version="17.3.x-scala2.13",
+                                node_type_id="local.small", num_workers=0, init_scripts=[where]).cluster_id
+        try:
+            details = _wait(lambda: (d := w.clusters.get(cid)).state in (compute.State.ERROR, compute.State.RUNNING)
+                            and d, what="ERROR")
+            assert details.state == compute.State.ERROR, details.state_message
+            assert details.termination_reason.code == compute.TerminationReasonCode.INIT_SCRIPT_FAILURE
+            events = server.api("POST", "/api/2.1/clusters/events",
+                                json={"cluster_id": cid, "event_types": ["INIT_SCRIPTS_FINISHED"]}).json()["events"]
+            assert any(text in e["details"].get("message", "") for e in events), events
+            assert not (server.settings.home / "clusters" / cid / "driver.json").exists()
+        finally:
+            w.clusters.permanent_delete(cid)
+
+
+@pytest.mark.slow
+def test_autoscale_up_and_down_then_auto_termination(server, w, unique):
+    """Workers are added while tasks wait and removed after the cool-down; a running command holds off
+    auto-termination, which comes (INACTIVITY) once the cluster has been idle for a minute."""
+    details = w.clusters.create_and_wait(
+        cluster_name=unique("autoscale"), spark_version="17.3.x-scala2.13", node_type_id="local.small",
+        autoscale=compute.AutoScale(min_workers=1, max_workers=2), autotermination_minutes=1,
+        spark_conf={"spark.databricks.aggressiveWindowDownS": "4"}, spark_env_vars={"AUTO_ENV": "cold"},
+        timeout=timedelta(minutes=6))
+    cid = details.cluster_id
+    try:
+        assert details.num_workers == 1
+        ctx = w.command_execution.create_and_wait(cluster_id=cid, language=compute.Language.PYTHON,
+                                                  timeout=timedelta(minutes=3)).id
+        # spark_env_vars reach the notebook and the Python workers on the standalone executors.
+        r = w.command_execution.execute_and_wait(
+            cluster_id=cid, context_id=ctx, language=compute.Language.PYTHON, timeout=timedelta(minutes=3),
+            command="import os\nprint(os.environ['AUTO_ENV'], "
+                    "sc.parallelize([1], 1).map(lambda _: os.environ.get('AUTO_ENV')).collect())")
+        assert r.results.data == "cold ['cold']"
+        started = time.time()
+        # 16 two-second tasks on one 1-core worker: they wait, so a second worker comes; then the command
+        # keeps running without tasks, so the idle worker goes while the command holds off termination.
+        waiter = w.command_execution.execute(
+            cluster_id=cid, context_id=ctx, language=compute.Language.PYTHON,
+            command="import time\nn = sc.parallelize(range(16), 16).map(lambda x: time.sleep(2) or x).count()\n"
+                    "time.sleep(75 - (time.time() - %f))\nprint(n)" % started)
+        _wait(lambda: w.clusters.get(cid).num_workers == 2, timeout=60, what="upscale to 2 workers")
+        _wait(lambda: w.clusters.get(cid).num_workers == 1 and w.clusters.get(cid).state == compute.State.RUNNING,
+              timeout=70, what="downscale to 1 worker")
+        result = waiter.result(timeout=timedelta(minutes=3))
+        assert result.results.data == "16"
+        assert time.time() - started > 70
+        assert w.clusters.get(cid).state == compute.State.RUNNING  # the running command held it off
+        types = [e.type for e in w.clusters.events(cid)]
+        assert compute.EventType.UPSIZE_COMPLETED in types and compute.EventType.AUTOSCALING_STATS_REPORT in types
+        assert compute.EventType.RESIZING in types
+        idle_from = time.time()
+        term = _wait(lambda: (d := w.clusters.get(cid)).state == compute.State.TERMINATED and d, timeout=120,
+                     every=2, what="auto-termination")
+        assert term.termination_reason.code == compute.TerminationReasonCode.INACTIVITY
+        assert time.time() - idle_from > 50
+    finally:
         w.clusters.permanent_delete(cid)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brickyard.compute import catalog, runtime
+from brickyard.compute import catalog, cds, driver_control, runtime
 from brickyard.compute.metastore import Metastore, MetastoreError
 from brickyard.compute.spark_conf import cluster_spark_conf, local_master, needs_s3a
 from brickyard.compute.standalone import StandaloneCluster, StandaloneError, stop_recorded
@@ -43,6 +43,19 @@ class ClusterProcesses:
         return self.driver.poll() is None
 
 
+def site_dir(prefix: Path) -> Path:
+    """The site-packages folder pip fills under a --prefix."""
+    return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def _write_private_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -63,11 +76,23 @@ class Launcher:
     def cluster_dir(self, cluster_id: str) -> Path:
         return self.root / cluster_id
 
+    def library_prefix(self, cluster_id: str) -> Path:
+        """The pip --prefix of the cluster's own Python packages (Libraries API and %pip alike)."""
+        return self.cluster_dir(cluster_id) / "python"
+
     def library_dir(self, cluster_id: str) -> Path:
         """The cluster's own Python packages, first on the path of its driver, workers and notebooks."""
-        return self.cluster_dir(cluster_id) / "lib" / "python"
+        return site_dir(self.library_prefix(cluster_id))
 
-    def spark_conf(self, cluster_id: str, spec: dict, master: str, env: dict) -> dict:
+    def reset_libraries(self, cluster_id: str) -> Path:
+        """An empty library folder: libraries are installed afresh at every (re)start, as on Databricks."""
+        shutil.rmtree(self.library_prefix(cluster_id), ignore_errors=True)
+        path = self.library_dir(cluster_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def spark_conf(self, cluster_id: str, spec: dict, master: str, env: dict, *, cdir: Path | None = None,
+                   library_dir: Path | None = None, jars: list[str] = ()) -> dict:
         mounts = list(self.mounts())
         try:
             metastore_url = self.metastore.start()
@@ -76,14 +101,19 @@ class Launcher:
         except (MetastoreError, FileNotFoundError) as exc:
             raise LaunchError("SPARK_STARTUP_FAILURE", f"The cluster's Spark environment is not ready: {exc}",
                               "SERVICE_FAULT") from exc
-        cdir = self.cluster_dir(cluster_id)
-        return cluster_spark_conf(
+        cdir = cdir or self.cluster_dir(cluster_id)
+        conf = cluster_spark_conf(
             app_name=spec.get("cluster_name", cluster_id), master=master, dbfs_root=self.settings.dbfs_root,
             metastore_uri=metastore_url, delta_jars=delta, tmp_dir=cdir / "tmp", mounts=mounts,
             classpath_jars=classpath, ui_port=runtime.free_port(), local_dir=cdir / "local",
-            library_dir=self.library_dir(cluster_id), env=spec.get("spark_env_vars") or {},
+            library_dir=library_dir or self.library_dir(cluster_id), env=spec.get("spark_env_vars") or {},
+            user_jars=list(jars),
             user_conf=spec.get("spark_conf") or {},
         )
+        cds_opts = cds.java_options()
+        if cds_opts:
+            conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {cds_opts}".strip()
+        return conf
 
     def start_workers(self, cluster_id: str, spec: dict, count: int, env: dict) -> StandaloneCluster:
         """A standalone master and one worker JVM per node, each sized by the node type (capped to the host)."""
@@ -143,44 +173,109 @@ class Launcher:
                 )
         return results
 
-    def start(self, cluster_id: str, spec: dict, env_extra: dict, scripts: list[tuple[str, bytes]]) -> ClusterProcesses:
-        cdir = self.cluster_dir(cluster_id)
-        cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "driver.json").unlink(missing_ok=True)
+    def _env(self, spec: dict, env_extra: dict, library_dir: Path) -> dict:
         env = dict(os.environ)
         env.update(spec.get("spark_env_vars") or {})
         env.update(env_extra)
         env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON") or sys.executable
         env["PYSPARK_DRIVER_PYTHON"] = sys.executable
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
-        if scripts:
-            self.run_init_scripts(cluster_id, scripts, env)
+        env["PYTHONPATH"] = ":".join(p for p in (str(library_dir), env.get("PYTHONPATH")) if p)
+        return env
+
+    def script_env(self, cluster_id: str, spec: dict, env: dict) -> dict:
+        """What an init script sees: the variables Databricks sets, and the cluster's library folder."""
+        return {**env, "DB_CLUSTER_ID": cluster_id, "DB_CLUSTER_NAME": spec.get("cluster_name", cluster_id),
+                "DB_IS_DRIVER": "TRUE", "DB_DRIVER_IP": "127.0.0.1", "DB_IS_JOB_CLUSTER": "FALSE",
+                "BRICKYARD_LIBRARY_DIR": str(self.library_dir(cluster_id)),
+                "BRICKYARD_LIBRARY_PREFIX": str(self.library_prefix(cluster_id))}
+
+    def start(self, cluster_id: str, spec: dict, env_extra: dict, scripts: list[tuple[str, bytes]],
+              jars: list[str] = ()) -> ClusterProcesses:
+        """Run init scripts, start workers (multi-node) and a driver; returns once Spark is up."""
+        cdir = self.cluster_dir(cluster_id)
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / "driver.json").unlink(missing_ok=True)
+        libdir = self.reset_libraries(cluster_id)
+        env = self._env(spec, env_extra, libdir)
+        script_results = self.run_init_scripts(cluster_id, scripts, self.script_env(cluster_id, spec, env)) \
+            if scripts else []
         driver_type = spec.get("driver_node_type_id") or spec.get("node_type_id")
         nt = catalog.node_type(driver_type) if driver_type else catalog.SMALLEST_LOCAL
         cores, _mem, _ = catalog.capped(nt)
-        self.library_dir(cluster_id).mkdir(parents=True, exist_ok=True)
-        env["PYTHONPATH"] = ":".join(p for p in (str(self.library_dir(cluster_id)), env.get("PYTHONPATH")) if p)
         user_master = (spec.get("spark_conf") or {}).get("spark.master", "")
         workers = 0 if spec.get("spark_conf", {}).get("spark.databricks.cluster.profile") == "singleNode" \
             else (spec["autoscale"]["min_workers"] if spec.get("autoscale") else spec.get("num_workers") or 0)
         standalone = None
         if user_master.startswith(("spark://", "k8s://", "yarn")):
             master = user_master  # an external cluster manager, used as is
-        elif workers > 0:
+        elif workers > 0 or spec.get("autoscale"):
             standalone = self.start_workers(cluster_id, spec, workers, {k: v for k, v in env.items()
                                                                         if k in (spec.get("spark_env_vars") or {})})
             master = standalone.master_url
         else:
             master = local_master(cores)
         try:
-            spark_conf = self.spark_conf(cluster_id, spec, master, env)
+            spark_conf = self.spark_conf(cluster_id, spec, master, env, jars=jars)
         except LaunchError:
             if standalone is not None:
                 standalone.stop()
             raise
         if standalone is not None:
             spark_conf["spark.master"] = master  # the cluster's own master, whatever spark_conf said
-        conf = {"app_name": spec.get("cluster_name", cluster_id), "spark_conf": spark_conf, "hive": True}
+        conf = {"app_name": spec.get("cluster_name", cluster_id), "spark_conf": spark_conf, "hive": True,
+                "warm_up": "after"}
+        try:
+            proc, info = self._spawn_driver(cdir, conf, env)
+        except LaunchError:
+            if standalone is not None:
+                standalone.stop()
+            raise
+        return ClusterProcesses(cdir, proc, info, standalone,
+                                {"workers": workers, "init_scripts": script_results})
+
+    def start_warm(self, instance_dir: Path, node_type_id: str | None) -> ClusterProcesses:
+        """An idle pool instance: a driver with Spark, Delta and the catalog up, waiting for a cluster."""
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        nt = catalog.node_type(node_type_id) if node_type_id else catalog.SMALLEST_LOCAL
+        cores, _mem, _ = catalog.capped(nt)
+        libdir = site_dir(instance_dir / "python")  # replaced by the cluster's own when adopted
+        libdir.mkdir(parents=True, exist_ok=True)
+        spec = {"cluster_name": f"pool-instance-{instance_dir.name}"}
+        env = self._env(spec, {}, libdir)
+        spark_conf = self.spark_conf(instance_dir.name, spec, local_master(cores), env, cdir=instance_dir,
+                                     library_dir=libdir)
+        conf = {"app_name": spec["cluster_name"], "spark_conf": spark_conf, "hive": True, "warm_up": "before"}
+        proc, info = self._spawn_driver(instance_dir, conf, env)
+        return ClusterProcesses(instance_dir, proc, info, None, {"instance_dir": str(instance_dir)})
+
+    def adopt(self, cluster_id: str, spec: dict, warm: ClusterProcesses, scripts: list[tuple[str, bytes]],
+              jars: list[str] = ()) -> ClusterProcesses:
+        """Make an idle pool driver this cluster's: init scripts, runtime conf, library folder, jars.
+
+        What only applies when a JVM starts (memory, extra class paths, ...) cannot be changed in a
+        running driver: it is listed in extra["not_applied"] for an event.
+        """
+        cdir = self.cluster_dir(cluster_id)
+        cdir.mkdir(parents=True, exist_ok=True)
+        libdir = self.reset_libraries(cluster_id)
+        env = self._env(spec, {}, libdir)
+        script_results = self.run_init_scripts(cluster_id, scripts, self.script_env(cluster_id, spec, env)) \
+            if scripts else []
+        env_vars = {**(spec.get("spark_env_vars") or {}), "PYTHONPATH": str(libdir)}
+        try:
+            applied, not_applied = driver_control.adopt(warm.info, spec.get("spark_conf") or {}, env_vars,
+                                                        list(jars))
+        except driver_control.ControlError as exc:
+            raise LaunchError("INSTANCE_POOL_CLUSTER_FAILURE",
+                              f"The pool's idle driver could not be adopted: {exc}", "SERVICE_FAULT") from exc
+        _write_private_json(cdir / "driver.json", {**warm.info, "pool_instance": warm.cluster_dir.name})
+        return ClusterProcesses(cdir, warm.driver, warm.info, None, {
+            "workers": 0, "init_scripts": script_results, "instance_dir": str(warm.cluster_dir),
+            "applied": applied, "not_applied": not_applied})
+
+    def _spawn_driver(self, cdir: Path, conf: dict, env: dict) -> tuple[subprocess.Popen, dict]:
+        (cdir / "driver.json").unlink(missing_ok=True)
         (cdir / "driver-conf.json").write_text(json.dumps(conf, indent=1))
         logf = open(cdir / "driver.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -191,21 +286,16 @@ class Launcher:
         deadline = time.time() + DRIVER_START_TIMEOUT
         while time.time() < deadline:
             if (cdir / "driver.json").exists():
-                info = json.loads((cdir / "driver.json").read_text())
-                return ClusterProcesses(cdir, proc, info, standalone, {"workers": workers})
+                return proc, json.loads((cdir / "driver.json").read_text())
             if proc.poll() is not None:
-                if standalone is not None:
-                    standalone.stop()
                 raise LaunchError(
                     "DRIVER_UNEXPECTED_FAILURE",
                     f"The Spark driver exited with code {proc.returncode} while starting:\n"
                     + _tail(cdir / "driver.log"),
                     "SERVICE_FAULT",
                 )
-            time.sleep(0.1)
+            time.sleep(0.05)
         self._kill(proc)
-        if standalone is not None:
-            standalone.stop()
         raise LaunchError("DRIVER_LAUNCH_TIMEOUT", "The Spark driver did not start in time:\n"
                           + _tail(cdir / "driver.log"), "SERVICE_FAULT")
 
@@ -214,6 +304,8 @@ class Launcher:
         if procs.standalone is not None:
             procs.standalone.stop()
         (procs.cluster_dir / "driver.json").unlink(missing_ok=True)
+        if procs.extra.get("instance_dir"):  # a used pool instance is not reused: its driver is gone
+            shutil.rmtree(procs.extra["instance_dir"], ignore_errors=True)
 
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 20) -> None:

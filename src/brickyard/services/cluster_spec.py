@@ -22,6 +22,7 @@ SECURITY_MODES = {
     "LEGACY_SINGLE_USER_STANDARD", "DATA_SECURITY_MODE_AUTO", "DATA_SECURITY_MODE_STANDARD",
     "DATA_SECURITY_MODE_DEDICATED",
 }
+SINGLE_USER_MODES = {"SINGLE_USER", "LEGACY_SINGLE_USER", "LEGACY_SINGLE_USER_STANDARD"}
 MAX_WORKERS = 64
 
 SINGLE_NODE = "SINGLE_NODE"
@@ -131,6 +132,9 @@ def normalize(body: dict, *, pools: set[str] | None = None) -> tuple[dict, list[
     mode = spec.get("data_security_mode")
     if mode is not None and mode not in SECURITY_MODES:
         raise invalid(f"data_security_mode {mode!r} is not one of {sorted(SECURITY_MODES)}.")
+    if mode in SINGLE_USER_MODES and not (isinstance(spec.get("single_user_name"), str)
+                                          and spec["single_user_name"].strip()):
+        raise invalid(f"single_user_name is required when data_security_mode is {mode}.")
     if spec.get("is_single_node") is True:
         spec["num_workers"] = 0
         spec.pop("autoscale", None)
@@ -140,6 +144,9 @@ def normalize(body: dict, *, pools: set[str] | None = None) -> tuple[dict, list[
     profile = spec["spark_conf"].get("spark.databricks.cluster.profile")
     if profile == "singleNode" and (spec.get("num_workers") or spec.get("autoscale")):
         raise invalid("num_workers must be 0 for a Single Node cluster (spark.databricks.cluster.profile=singleNode).")
+    master = spec["spark_conf"].get("spark.master")
+    if profile == "singleNode" and master is not None and not master.startswith("local"):
+        raise invalid(f"spark_conf spark.master must be local[*] for a Single Node cluster; got {master!r}.")
     return spec, notes
 
 

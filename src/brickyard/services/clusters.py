@@ -1,9 +1,11 @@
 """Clusters: the state machine in the store, advanced by a supervisor that owns the processes."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from brickyard.compute import catalog
 from brickyard.compute.launcher import ClusterProcesses, Launcher, LaunchError
-from brickyard.errors import BrickyardError, already_exists, invalid, not_found
-from brickyard.services import cluster_spec
+from brickyard.errors import BrickyardError, already_exists, denied, invalid
+from brickyard.services import cluster_spec, init_scripts
+from brickyard.services.autoscale import Autoscaler
+from brickyard.services.pools import PoolService, driver_pool
 from brickyard.services.common import now_ms
 from brickyard.services.users import Principal
 from brickyard.store.models import Cluster, ClusterEvent
@@ -43,9 +47,14 @@ class ClusterService:
         self.ws = ws
         self.store = ws.store
         self.launcher = launcher or Launcher(ws.settings)
-        self.script_reader = script_reader  # callable(init_script_dict) -> bytes
+        # callable(init_script_dict, creator_user_id) -> bytes: the workspace tree, DBFS or a host file
+        self.script_reader = script_reader or (lambda item, uid: init_scripts.read(ws, item, uid))
         self.procs: dict[str, ClusterProcesses] = {}
         self.stop_listeners: list = []  # callables(cluster_id) run when a cluster's processes stop
+        self.start_listeners: list = []  # callables(cluster_id) run when a cluster becomes RUNNING
+        self.jar_provider = lambda cluster_id: []  # jars (local paths) the Libraries API gives a cluster
+        self.pools = PoolService(ws, self.launcher)
+        self.autoscaler = Autoscaler(self)
         self._busy: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cluster-op")
@@ -71,13 +80,42 @@ class ClusterService:
         query = select(Cluster.cluster_id).where(Cluster.cluster_name == name, Cluster.deleted.is_(False))
         return any(cid != except_id for cid in sess.scalars(query))
 
+    def _apply_pools(self, sess: Session, spec: dict) -> None:
+        """Node types come from the pools a cluster names; a different explicit type is an error."""
+        for pool_field, type_field in (("instance_pool_id", "node_type_id"),
+                                       ("driver_instance_pool_id", "driver_node_type_id")):
+            if not spec.get(pool_field):
+                continue
+            pool_type = self.pools.pool_spec(sess, spec[pool_field])["node_type_id"]
+            given = spec.get(type_field)
+            if given and given != pool_type and not (type_field == "driver_node_type_id"
+                                                     and given == spec.get("node_type_id")):
+                raise invalid(f"{type_field} {given!r} differs from the node type {pool_type!r} of instance pool "
+                              f"{spec[pool_field]}; leave it out when using a pool.")
+            spec[type_field] = pool_type
+        if spec.get("instance_pool_id") and not spec.get("driver_instance_pool_id"):
+            spec["driver_node_type_id"] = spec["node_type_id"]
+        spec["driver_node_type_id"] = spec.get("driver_node_type_id") or spec.get("node_type_id")
+
+    def check_attach(self, caller: Principal, cluster_id: object) -> None:
+        """A single-user cluster runs code of its assigned user only (admins included, as on Databricks)."""
+        with self.store.session() as sess:
+            spec = json.loads(self._get(sess, cluster_id).spec)
+        owner = spec.get("single_user_name")
+        if spec.get("data_security_mode") in cluster_spec.SINGLE_USER_MODES and owner \
+                and caller.user_name != owner:
+            raise denied(f"Cluster {cluster_id} is a single-user cluster assigned to {owner}; "
+                         f"{caller.user_name} cannot run commands on it.")
+
     # ---- API operations ------------------------------------------------------------------
     def create(self, caller: Principal, body: dict, source: str = "API") -> str:
         spec, notes = cluster_spec.normalize(body)
         cluster_id = new_cluster_id()
-        with self.store.session() as sess:
+        with self.pools.lock, self.store.session() as sess:
             if self._name_taken(sess, spec["cluster_name"]):
                 raise already_exists(f"Cluster named '{spec['cluster_name']}' already exists; names must be unique.")
+            self._apply_pools(sess, spec)
+            self.pools.check_capacity(sess, spec)
             now = now_ms()
             sess.add(Cluster(
                 cluster_id=cluster_id, cluster_name=spec["cluster_name"], spec=json.dumps(spec), state=PENDING,
@@ -96,6 +134,7 @@ class ClusterService:
         spec, notes = cluster_spec.normalize(body)
         with self.store.session() as sess:
             cluster = self._get(sess, body.get("cluster_id"))
+            self._apply_pools(sess, spec)
             if cluster.state not in (RUNNING, TERMINATED, ERROR):
                 raise BrickyardError("INVALID_STATE",
                                      f"Cluster {cluster.cluster_id} is in unexpected state {cluster.state}.")
@@ -116,7 +155,7 @@ class ClusterService:
             self._submit(cluster.cluster_id, self._do_restart)
 
     def start(self, caller: Principal, cluster_id: object) -> None:
-        with self.store.session() as sess:
+        with self.pools.lock, self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
             if cluster.state in ACTIVE_STATES:
                 if cluster.state == RUNNING:
@@ -124,6 +163,7 @@ class ClusterService:
                 raise BrickyardError("INVALID_STATE", f"Cluster {cluster_id} is in unexpected state {cluster.state}.")
             if cluster.state == TERMINATING:
                 raise BrickyardError("INVALID_STATE", f"Cluster {cluster_id} is terminating; start it once TERMINATED.")
+            self.pools.check_capacity(sess, json.loads(cluster.spec), exclude_cluster=cluster.cluster_id)
             cluster.state, cluster.state_message = PENDING, "Starting Spark"
             cluster.start_time, cluster.terminated_time, cluster.termination_reason = now_ms(), None, None
             cluster.last_activity_time = now_ms()
@@ -173,6 +213,8 @@ class ClusterService:
             new_spec, _ = cluster_spec.normalize(merged)
             if cluster_spec.mode_of(new_spec) == cluster_spec.SINGLE_NODE and cluster_spec.target_workers(new_spec):
                 raise invalid("A Single Node cluster cannot be resized.")
+            with self.pools.lock:
+                self.pools.check_capacity(sess, new_spec, exclude_cluster=cluster.cluster_id)
             cluster.spec = json.dumps(new_spec)
             cluster.state, cluster.state_message = RESIZING, "Resizing"
             self.event(sess, cluster.cluster_id, "RESIZING", user=caller.user_name,
@@ -281,7 +323,7 @@ class ClusterService:
                 try:
                     fn(cluster_id)
                 except Exception:  # noqa: BLE001 - a failed operation must not kill the supervisor
-                    log.exception("cluster %s: operation %s failed", cluster_id, fn.__name__)
+                    log.exception("cluster %s: operation %s failed", cluster_id, getattr(fn, "__name__", fn))
                     self._set(cluster_id, ERROR, "Internal error in the cluster supervisor; see the workspace log.",
                               why=reason("UNEXPECTED_LAUNCH_FAILURE", "SERVICE_FAULT"))
 
@@ -320,16 +362,44 @@ class ClusterService:
             c = sess.get(Cluster, cluster_id)
             if c is None or c.state != PENDING:
                 return
+            creator = c.creator_user_id
             nt = catalog.NODE_TYPES_BY_ID.get(spec.get("node_type_id") or "")
             if nt is not None:
                 _, _, cap_note = catalog.capped(nt)
                 if cap_note:
                     self.event(sess, cluster_id, "STARTING", message=cap_note, level="WARNING")
+        warm = None
         try:
-            scripts = [(next(iter(s.values()))["destination"], self.script_reader(s)) for s in
-                       spec.get("init_scripts", [])] if self.script_reader else []
-            procs = self.launcher.start(cluster_id, spec, {}, scripts)
+            scripts = [(next(iter(s.values()))["destination"], self.script_reader(s, creator))
+                       for s in spec.get("init_scripts", [])]
+            jars = self.jar_provider(cluster_id)
+            if scripts:
+                with self.store.session() as sess:
+                    self.event(sess, cluster_id, "INIT_SCRIPTS_STARTED", init_scripts=spec["init_scripts"])
+            pool_id = driver_pool(spec)
+            if pool_id and self._local_driver(spec) and jars:
+                with self.store.session() as sess:
+                    self.event(sess, cluster_id, "STARTING", message=(
+                        "The cluster has jar libraries, which go on a driver's class path when its JVM starts: "
+                        "starting a new driver instead of a warm one from the pool."))
+            elif pool_id and self._local_driver(spec):
+                warm = self.pools.take_driver(pool_id)
+                if warm is None:
+                    with self.store.session() as sess:
+                        self.event(sess, cluster_id, "STARTING", message=f"Instance pool {pool_id} has no idle "
+                                   "instance; starting a new driver (the pool refills to its minimum).")
+            elif pool_id:
+                with self.store.session() as sess:
+                    self.event(sess, cluster_id, "STARTING", message=(
+                        f"Instance pool {pool_id}: idle instances are warm Single Node drivers; a multi-node "
+                        "cluster's driver and workers are started new (they count against the pool's capacity)."))
+            if warm is not None:
+                procs = self.launcher.adopt(cluster_id, spec, warm, scripts, jars)
+            else:
+                procs = self.launcher.start(cluster_id, spec, {}, scripts, jars)
         except LaunchError as exc:
+            if warm is not None:
+                self.launcher.stop(warm)
             state = ERROR if exc.code in ("INIT_SCRIPT_FAILURE",) else TERMINATED
             with self.store.session() as sess:
                 self.event(sess, cluster_id, "INIT_SCRIPTS_FINISHED" if exc.code == "INIT_SCRIPT_FAILURE"
@@ -337,22 +407,51 @@ class ClusterService:
             self._set(cluster_id, state, exc.message[:2000], why=reason(exc.code, exc.kind))
             return
         except BrickyardError as exc:
+            with self.store.session() as sess:
+                self.event(sess, cluster_id, "INIT_SCRIPTS_FINISHED", message=exc.message)
             self._set(cluster_id, ERROR, exc.message, why=reason("INIT_SCRIPT_FAILURE", "CLIENT_ERROR"))
             return
         self.procs[cluster_id] = procs
         with self.store.session() as sess:
             c = sess.get(Cluster, cluster_id)
             stale = c is None or c.deleted or c.state not in (PENDING, RESTARTING)
+            if not stale:
+                self._start_events(sess, cluster_id, procs)
         if stale:  # terminated or deleted while starting
             self.launcher.stop(procs)
             self.procs.pop(cluster_id, None)
             return
+        workers = len(procs.standalone.workers()) if procs.standalone is not None else 0
         self._set(cluster_id, RUNNING, "", spark_context_id=secrets.randbelow(2**62),
-                  current_workers=cluster_spec.target_workers(spec),
+                  current_workers=workers,
                   runtime=json.dumps({"pid": procs.info.get("pid"), "spark_ui_url": procs.info.get("spark_ui_url"),
                                       "application_id": procs.info.get("application_id"),
                                       "started": now_ms()}),
                   last_activity_time=now_ms())
+        for listener in self.start_listeners:
+            try:
+                listener(cluster_id)
+            except Exception:  # noqa: BLE001
+                log.exception("start listener for cluster %s", cluster_id)
+
+    @staticmethod
+    def _local_driver(spec: dict) -> bool:
+        """Whether the cluster runs Spark in its driver alone (what a warm pool driver is)."""
+        master = (spec.get("spark_conf") or {}).get("spark.master", "local")
+        return cluster_spec.target_workers(spec) == 0 and not spec.get("autoscale") and master.startswith("local")
+
+    def _start_events(self, sess: Session, cluster_id: str, procs: ClusterProcesses) -> None:
+        if procs.extra.get("init_scripts"):
+            self.event(sess, cluster_id, "INIT_SCRIPTS_FINISHED", init_scripts={
+                "reported_for_node": "127.0.0.1", "cluster": procs.extra["init_scripts"]})
+        if procs.extra.get("instance_dir"):
+            details: dict = {"message": "The driver came warm from the instance pool.",
+                             "applied_spark_conf": procs.extra.get("applied", [])}
+            if procs.extra.get("not_applied"):
+                details["message"] += (" These spark_conf keys take effect only when a driver JVM starts and were "
+                                       "not applied to it: " + ", ".join(procs.extra["not_applied"]) + ".")
+                details["not_applied_spark_conf"] = procs.extra["not_applied"]
+            self.event(sess, cluster_id, "DRIVER_HEALTHY", **details)
 
     def _do_stop(self, cluster_id: str, final_state: str = TERMINATED) -> None:
         self._stop_procs(cluster_id)
@@ -375,10 +474,10 @@ class ClusterService:
             c.last_restarted_time = now_ms()
         self._do_start(cluster_id)
 
-    def _do_resize(self, cluster_id: str) -> None:
+    def _do_resize(self, cluster_id: str, target: int | None = None) -> None:
         spec = self._spec(cluster_id)
         procs = self.procs.get(cluster_id)
-        target = cluster_spec.target_workers(spec)
+        target = cluster_spec.target_workers(spec) if target is None else target
         if procs is None:
             return
         if procs.standalone is None and target:
@@ -392,9 +491,31 @@ class ClusterService:
                 self.event(sess, cluster_id, "ADD_NODES_FAILED", message=str(exc)[:2000])
             self._set(cluster_id, RUNNING, f"Resize failed: {exc}"[:2000])
             return
+        previous = self._current_workers(cluster_id)
         self._set(cluster_id, RUNNING, "", current_workers=count)
         with self.store.session() as sess:
-            self.event(sess, cluster_id, "UPSIZE_COMPLETED", current_num_workers=count, target_num_workers=target)
+            if count >= previous:
+                self.event(sess, cluster_id, "UPSIZE_COMPLETED", current_num_workers=count, target_num_workers=target)
+            else:
+                self.event(sess, cluster_id, "AUTOSCALING_STATS_REPORT", current_num_workers=count,
+                           target_num_workers=target, message=f"Removed {previous - count} idle worker(s).")
+
+    def _current_workers(self, cluster_id: str) -> int:
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            return c.current_workers if c else 0
+
+    def autoscale_to(self, cluster_id: str, target: int, why: str, **stats: object) -> None:
+        """Move a RUNNING autoscaling cluster to `target` workers (called by the autoscaler)."""
+        with self.store.session() as sess:
+            c = sess.get(Cluster, cluster_id)
+            if c is None or c.state != RUNNING:
+                return
+            c.state, c.state_message = RESIZING, why
+            self.event(sess, cluster_id, "AUTOSCALING_STATS_REPORT", message=why, **stats)
+            self.event(sess, cluster_id, "RESIZING", target_num_workers=target,
+                       current_num_workers=c.current_workers, cause="AUTOSCALE")
+        self._submit(cluster_id, functools.partial(self._do_resize, target=target))
 
     def _recover(self) -> None:
         """After a workspace restart no driver of ours is alive: say so truthfully."""
@@ -418,11 +539,14 @@ class ClusterService:
 
     def _tick(self) -> None:
         for cluster_id, procs in list(self.procs.items()):
-            if not procs.alive():
+            if not procs.alive() and self.procs.get(cluster_id) is procs:
                 self._stop_procs(cluster_id)
                 code = procs.driver.returncode
-                self._set(cluster_id, TERMINATED, f"The Spark driver exited unexpectedly (exit code {code}).",
-                          why=reason("DRIVER_UNREACHABLE", "SERVICE_FAULT", exit_code=str(code)))
+                how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                message = f"The Spark driver (pid {procs.driver.pid}) {how}; the cluster's notebooks lost Spark."
+                self._set(cluster_id, TERMINATED, message,
+                          why=reason("DRIVER_UNREACHABLE", "SERVICE_FAULT", exit_code=str(code), message=message))
+        self.autoscaler.tick()
         now = now_ms()
         with self.store.session() as sess:
             idle = [
@@ -464,4 +588,5 @@ class ClusterService:
             except Exception:  # noqa: BLE001
                 log.exception("stopping cluster %s", cluster_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pools.close()
         self.launcher.close()

@@ -1,0 +1,151 @@
+"""Cluster start times on this machine, through databricks-sdk against a fresh workspace.
+
+Prints, in one run: cold create -> RUNNING, create from an instance pool -> RUNNING, and
+context create -> first `spark.range(1000).count()` result on a running cluster, each with
+its ratio to the cold start, and whether the targets are met (cold <= 10 s, pool <= 1 s,
+context to first result <= 1.5 s; Databricks: 145 s median cold, < 40 s from a pool).
+
+    python bench/cluster_start.py [--rounds 1]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+TARGETS = {"cold": 10.0, "pool": 1.0, "context": 1.5}
+SINGLE_NODE = {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"}
+TOKEN = "dapi" + "c4" * 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(home: Path):  # noqa: ANN201
+    """The workspace in this process (uvicorn in a thread), as the tests run it."""
+    import uvicorn
+
+    from brickyard.app import create_app
+    from brickyard.bootstrap import bootstrap
+    from brickyard.context import open_workspace
+    from brickyard.settings import Settings
+
+    settings = Settings(home=home, host="127.0.0.1", port=free_port(), bootstrap_token=TOKEN)
+    ws = open_workspace(settings)
+    bootstrap(ws)
+    server = uvicorn.Server(uvicorn.Config(create_app(workspace=ws), host="127.0.0.1", port=settings.port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    return settings, ws, server, thread
+
+
+def until_running(w, cluster_id: str, started: float, timeout: float = 300) -> float:  # noqa: ANN001
+    from databricks.sdk.service import compute
+
+    while time.time() - started < timeout:
+        state = w.clusters.get(cluster_id).state
+        if state == compute.State.RUNNING:
+            return time.time() - started
+        if state in (compute.State.ERROR, compute.State.TERMINATED):
+            raise SystemExit(f"cluster {cluster_id} ended {state}: {w.clusters.get(cluster_id).state_message}")
+        time.sleep(0.02)
+    raise SystemExit(f"cluster {cluster_id} not RUNNING within {timeout} s")
+
+
+def until_idle(w, pool: str, timeout: float = 300) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while w.instance_pools.get(pool).stats.idle_count < 1:
+        if time.time() > deadline:
+            raise SystemExit("the pool never had an idle instance")
+        time.sleep(0.2)
+
+
+def first_result(w, cluster_id: str) -> float:  # noqa: ANN001
+    """Context create -> the result of its first command, polled every 20 ms (the SDK waiters sleep 1 s+)."""
+    from databricks.sdk.service import compute
+
+    started = time.time()
+    ctx = w.command_execution.create(cluster_id=cluster_id, language=compute.Language.PYTHON).context_id
+    while (st := w.command_execution.context_status(cluster_id, ctx).status) != compute.ContextStatus.RUNNING:
+        if st == compute.ContextStatus.ERROR:
+            raise SystemExit(f"context failed: {w.command_execution.context_status(cluster_id, ctx)}")
+        time.sleep(0.02)
+    ready = time.time() - started
+    cmd = w.command_execution.execute(cluster_id=cluster_id, context_id=ctx, language=compute.Language.PYTHON,
+                                      command="spark.range(1000).count()").command_id
+    while (r := w.command_execution.command_status(cluster_id, ctx, cmd)).status != compute.CommandStatus.FINISHED:
+        time.sleep(0.02)
+    elapsed = time.time() - started
+    print(f"  (context ready {ready:.2f} s, first command {elapsed - ready:.2f} s)")
+    assert r.results.data == "1000", r.results
+    w.command_execution.destroy(cluster_id, ctx)
+    return elapsed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    args, _ = parser.parse_known_args(argv)
+    logging.getLogger("databricks.sdk").setLevel(logging.ERROR)
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+    from databricks.sdk.service import compute
+
+    with tempfile.TemporaryDirectory(prefix="brickyard-bench-") as tmp:
+        settings, ws, server, thread = serve(Path(tmp) / "home")
+        w = WorkspaceClient(config=Config(host=f"http://127.0.0.1:{settings.port}", token=TOKEN, auth_type="pat",
+                                          retry_timeout_seconds=30))
+        times: dict[str, list[float]] = {"cold": [], "pool": [], "context": []}
+        try:
+            # The shared metastore starts with the first cluster of a workspace: not part of a cluster start.
+            ws.services["clusters"].launcher.metastore.start()
+            pool = w.instance_pools.create(instance_pool_name="bench", node_type_id="local.medium",
+                                           min_idle_instances=1, max_capacity=1 + args.rounds).instance_pool_id
+            for i in range(args.rounds):
+                # Nothing else starts meanwhile: the pool is full before the cold start is timed.
+                until_idle(w, pool)
+                started = time.time()
+                cold = w.clusters.create(cluster_name=f"cold-{i}", spark_version="17.3.x-scala2.13",
+                                         node_type_id="local.medium", num_workers=0, spark_conf=SINGLE_NODE).cluster_id
+                times["cold"].append(until_running(w, cold, started))
+                time.sleep(3)  # let the driver's own warm-up job finish, as on a cluster that has been up a while
+                times["context"].append(first_result(w, cold))
+                started = time.time()
+                warm = w.clusters.create(cluster_name=f"pool-{i}", spark_version="17.3.x-scala2.13",
+                                         instance_pool_id=pool, num_workers=0, spark_conf=SINGLE_NODE).cluster_id
+                times["pool"].append(until_running(w, warm, started))
+                w.clusters.permanent_delete(cold)
+                w.clusters.permanent_delete(warm)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+            ws.close()
+    cold = statistics.median(times["cold"])
+    print(f"cluster start on {socket.gethostname()} ({args.rounds} round(s), median):")
+    labels = {"cold": "cold create -> RUNNING", "pool": "create from a pool -> RUNNING",
+              "context": "context create -> first spark.range(1000).count()"}
+    met_all = True
+    for key, label in labels.items():
+        value = statistics.median(times[key])
+        met = value <= TARGETS[key]
+        met_all &= met
+        print(f"  {label:<52} {value:6.2f} s  ratio to cold {value / cold:5.2f}  "
+              f"target <= {TARGETS[key]} s: {'met' if met else 'NOT met'}")
+    print("all targets met" if met_all else "some targets not met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
