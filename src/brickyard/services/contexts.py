@@ -113,6 +113,7 @@ class ContextService:
     def create(self, caller: Principal, cluster_id: object, language: object) -> str:
         lang = self._language(language)
         procs = self._running_cluster(cluster_id)
+        self.clusters.check_attach(caller, cluster_id)  # single-user clusters run their user's code only
         ctx = Context(id=str(secrets.randbelow(9 * 10**18) + 10**18), cluster_id=cluster_id, language=lang,
                       owner_id=caller.id, owner=caller)
         with self._lock:
