@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     from brickyard.jupyter.launch import add_parser as add_jupyter
 
     add_jupyter(sub)
+    from brickyard.serving.export import add_parser as add_serving
+
+    add_serving(sub)
+    from brickyard.demo import add_parser as add_demo
+
+    add_demo(sub)
     return parser
 
 

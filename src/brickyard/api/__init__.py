@@ -5,6 +5,7 @@ import importlib
 
 # Each module exposes `router`; the order only matters for overlapping paths.
 ROUTER_MODULES = (
+    "serving",  # first: model invocations are the hot path, and routes are tried in this order
     "meta",
     "scim",
     "tokens",
@@ -13,10 +14,13 @@ ROUTER_MODULES = (
     "dbfs",
     "files",
     "clusters",
+    "instance_pools",
+    "libraries",
     "commands",
     "mlflow_extra",
     "jobs",
     "kernels",
+    "mounts",
 )
 
 

@@ -108,8 +108,9 @@ def _uri(kind: str, path: str, is_dir: bool = False) -> str:
 class FsUtils:
     """dbutils.fs"""
 
-    def __init__(self, rest: Rest):
+    def __init__(self, rest: Rest, cluster_id: str | None = None):
         self._rest = rest
+        self._cluster_id = cluster_id
 
     # -- helpers ------------------------------------------------------------------------
     def _fail(self, method: str, exc: RestError, path: str) -> ExecutionError:
@@ -316,16 +317,62 @@ class FsUtils:
             raise _call_error("rm", f"java.io.IOException: {exc}") from None
         return True
 
+    # -- mounts (the workspace's internal mounts API; see api/mounts.py) ---------------------
+    def _mounts_call(self, method: str, verb: str, action: str, body: dict | None = None) -> dict:
+        try:
+            return self._rest.call(verb, f"/api/2.0/brickyard/mounts/{action}", body=body)
+        except RestError as exc:
+            if exc.error_code == "PERMISSION_DENIED":
+                detail = f"java.lang.SecurityException: {exc.message}"
+            elif exc.status < 500 and exc.error_code != "IO_ERROR":
+                req = f"java.lang.IllegalArgumentException: requirement failed: {exc.message}"
+                detail = f"java.rmi.RemoteException: {req}; nested exception is: \n\t{req}"
+            else:
+                detail = f"java.io.IOException: {exc.message}"
+            raise _call_error(method, detail) from None
+
+    def mount(self, source: str, mount_point: str | None = None, encryption_type: str = "",
+              owner: str | None = None, extra_configs: dict | None = None, **kwargs) -> bool:  # noqa: ARG002
+        """Mount source (file:/..., s3a://..., abfss://..., wasbs://...) at /mnt/<name> for the whole workspace."""
+        mount_point = mount_point or kwargs.pop("mountPoint", None)
+        extra_configs = extra_configs if extra_configs is not None else kwargs.pop("extraConfigs", None)
+        encryption_type = encryption_type or kwargs.pop("encryptionType", "")
+        if kwargs:
+            raise TypeError(f"mount() got unexpected keyword arguments: {', '.join(kwargs)}")
+        body = {"source": source, "mount_point": mount_point, "encryption_type": encryption_type,
+                "extra_configs": dict(extra_configs or {})}
+        self._mounts_call("mount", "POST", "create", body)
+        return True
+
+    def updateMount(self, source: str, mount_point: str | None = None, encryption_type: str = "",  # noqa: N802
+                    owner: str | None = None, extra_configs: dict | None = None, **kwargs) -> bool:  # noqa: ARG002
+        mount_point = mount_point or kwargs.pop("mountPoint", None)
+        extra_configs = extra_configs if extra_configs is not None else kwargs.pop("extraConfigs", None)
+        encryption_type = encryption_type or kwargs.pop("encryptionType", "")
+        if kwargs:
+            raise TypeError(f"updateMount() got unexpected keyword arguments: {', '.join(kwargs)}")
+        body = {"source": source, "mount_point": mount_point, "encryption_type": encryption_type,
+                "extra_configs": dict(extra_configs or {})}
+        self._mounts_call("updateMount", "POST", "update", body)
+        return True
+
+    def unmount(self, mount_point: str) -> bool:
+        self._mounts_call("unmount", "POST", "delete", {"mount_point": mount_point})
+        print(f"{mount_point} has been unmounted.")
+        return True
+
     def mounts(self) -> list[MountInfo]:
-        return [MountInfo("/", "DatabricksRoot", "")]
-
-    def _no_mounts(self, *_a, **_k) -> bool:
-        raise ExecutionError("Mounts are not available on this Brickyard workspace yet; read and write "
-                             "dbfs:/ paths, or the storage's own URI (s3a://, abfss://, file:/) directly.")
-
-    mount = updateMount = unmount = _no_mounts  # noqa: N815
+        data = self._mounts_call("mounts", "GET", "list")
+        return [MountInfo("/", "DatabricksRoot", "")] + [
+            MountInfo(m["mount_point"], m["source"], m.get("encryption_type") or "") for m in data.get("mounts") or []]
 
     def refreshMounts(self) -> bool:  # noqa: N802
+        """Make this cluster's Spark read the workspace's current mount table."""
+        out = self._mounts_call("refreshMounts", "POST", "refresh",
+                                {"cluster_id": self._cluster_id} if self._cluster_id else {})
+        if self._cluster_id and self._cluster_id in (out.get("needs_restart") or []):
+            print("Note: this cluster was started without the S3A connector; restart it to use s3a:// mounts "
+                  "from Spark (dbutils.fs reaches them already).")
         return True
 
     def help(self, method: str | None = None) -> None:  # noqa: ARG002
@@ -340,8 +387,11 @@ mkdirs(dir: String): boolean -> Creates the given directory if it does not exist
 mv(from: String, to: String, recurse: boolean = false): boolean -> Moves a file or directory, possibly across FileSystems
 put(file: String, contents: String, overwrite: boolean = false): boolean -> Writes the given String out to a file, encoded in UTF-8
 rm(dir: String, recurse: boolean = false): boolean -> Removes a file or directory
+mount(source: String, mountPoint: String, encryptionType: String = "", owner: String = null, extraConfigs: Map = Map.empty[String, String]): boolean -> Mounts the given source directory into DBFS at the given mount point
 mounts(): Seq -> Displays information about what is mounted within DBFS
-refreshMounts(): boolean -> Forces all machines in this cluster to refresh their mount cache"""
+refreshMounts(): boolean -> Forces all machines in this cluster to refresh their mount cache
+unmount(mountPoint: String): boolean -> Deletes a DBFS mount point
+updateMount(source: String, mountPoint: String, encryptionType: String = "", owner: String = null, extraConfigs: Map = Map.empty[String, String]): boolean -> Similar to mount(), but updates an existing mount point instead of creating a new one"""
 
 
 class SecretsUtils:
@@ -568,7 +618,7 @@ class DBUtils:
     """The ``dbutils`` object of one notebook namespace."""
 
     def __init__(self, rest: Rest, info: dict, params: dict[str, str] | None = None, runner=None):  # noqa: ANN001
-        self.fs = FsUtils(rest)
+        self.fs = FsUtils(rest, (info.get("tags") or {}).get("clusterId"))
         self.secrets = SecretsUtils(rest)
         self.widgets = WidgetsUtils(params)
         self.notebook = NotebookUtils(info, rest, runner)

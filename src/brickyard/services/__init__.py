@@ -34,7 +34,14 @@ def build_services(ws: "Workspace") -> dict:
     # Before clusters: on close, jobs stop first, so runs are not failed by their clusters going away.
     services["jobs"] = JobService(ws)
     services["clusters"] = ClusterService(ws)
+    services["pools"] = services["clusters"].pools
+    from brickyard.services.libraries import LibraryService
+
+    services["libraries"] = LibraryService(ws, services["clusters"])
     services["contexts"] = ContextService(ws, services["clusters"])
+    from brickyard.services import mounts
+
+    services.update(mounts.build(ws, services))
     from brickyard.services import notebook_runner
 
     services.update(notebook_runner.build(ws, services))
@@ -44,4 +51,7 @@ def build_services(ws: "Workspace") -> dict:
     from brickyard import tracking
 
     services.update(tracking.build(ws))
+    from brickyard import serving
+
+    services.update(serving.build(ws))
     return services

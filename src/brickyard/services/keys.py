@@ -72,4 +72,6 @@ def rotate_master_key(settings: Settings) -> int:
 
 def _extra_reencrypters() -> list:
     """Other encrypted values (e.g. mount configs) register here as they are added."""
-    return []
+    from brickyard.services import mounts
+
+    return [mounts.reencrypt]

@@ -203,3 +203,36 @@ class JobTaskRun(Base):
     logs_truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # The executed notebook with its outputs (canonical JSON, see runtime/formats).
     notebook: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class DbfsMount(Base):
+    """A DBFS mount (dbutils.fs.mount): its extra_configs (credentials) are sealed with the workspace keyring."""
+
+    __tablename__ = "dbfs_mounts"
+    mount_point: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    source: Mapped[str] = mapped_column(String(4096), nullable=False)
+    encryption_type: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    config_keys: Mapped[str] = mapped_column(Text, nullable=False, default="[]")  # JSON list: names only
+    extra_configs: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # AES-GCM sealed JSON
+    creator_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    creator_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ServingEndpointRow(Base):
+    """A model serving endpoint: its active config and the pending one being rolled out (JSON)."""
+
+    __tablename__ = "serving_endpoints"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    creator_user_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    creator_user_name: Mapped[str] = mapped_column(String(256), nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    tags: Mapped[str] = mapped_column(Text, nullable=False, default="[]")  # JSON list of {key, value}
+    config: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the config being served
+    pending_config: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: rolling out or failed
+    config_update: Mapped[str] = mapped_column(String(32), nullable=False)  # NOT_UPDATING | IN_PROGRESS | ...
+    update_message: Mapped[str] = mapped_column(Text, nullable=False, default="")  # why the last update failed

@@ -1,0 +1,360 @@
+"""DBFS mounts: the internal mounts API, DBFS through mounts, dbutils.fs.mount and Spark on mounts.
+
+Local folders (file:) and an S3 bucket on moto's S3 server (s3a://, with hadoop-aws from the
+JVM cache) are mounted through the real server; notebooks on a real cluster read and write them.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from databricks.sdk.service import compute
+
+from brickyard.compute import runtime
+
+MOUNTS = "/api/2.0/brickyard/mounts"
+T = timedelta(minutes=4)
+SECRET = "moto-secret-" + "s3cr3t" * 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while not runtime.port_open(port):
+        assert proc.poll() is None and time.time() < deadline, "moto server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def s3(endpoint: str):  # noqa: ANN201
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="AKIDMOTO", aws_secret_access_key=SECRET,
+                        region_name="us-east-1")
+
+
+def s3_configs(endpoint: str) -> dict:
+    return {"fs.s3a.endpoint": endpoint, "fs.s3a.access.key": "AKIDMOTO", "fs.s3a.secret.key": SECRET,
+            "fs.s3a.path.style.access": "true", "fs.s3a.endpoint.region": "us-east-1",
+            "fs.s3a.connection.ssl.enabled": "false"}
+
+
+@pytest.fixture
+def bucket(moto, unique):
+    name = unique("bkt").lower()
+    s3(moto).create_bucket(Bucket=name)
+    return name
+
+
+def mount(server, source, point, configs=None, token=None):  # noqa: ANN001, ANN201
+    return server.api("POST", f"{MOUNTS}/create", token,
+                      json={"source": source, "mount_point": point, "extra_configs": configs or {}})
+
+
+def unmount(server, point, token=None):  # noqa: ANN001, ANN201
+    return server.api("POST", f"{MOUNTS}/delete", token, json={"mount_point": point})
+
+
+# -- the API and DBFS through a local folder --------------------------------------------------
+def test_local_folder_mount_through_the_dbfs_api(server, w, unique, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "in.csv").write_text("a,b\n1,2\n")
+    point = f"/mnt/{unique('loc')}"
+    r = mount(server, f"file:{folder}", point)
+    assert r.status_code == 200, r.text
+    assert r.json()["mount"]["source"] == f"file:{folder}"
+    listed = server.api("GET", f"{MOUNTS}/list").json()["mounts"]
+    assert point in [m["mount_point"] for m in listed]
+
+    # DBFS API (databricks-sdk) sees the folder, and writes land in it.
+    names = sorted(f.path for f in w.dbfs.list(point))
+    assert names == [f"{point}/in.csv"]
+    w.dbfs.put(f"{point}/sub/new.txt", contents=base64.b64encode(b"hello mount").decode(), overwrite=True)
+    assert (folder / "sub" / "new.txt").read_text() == "hello mount"
+    with w.dbfs.open(f"{point}/in.csv", read=True) as fh:
+        assert fh.read() == b"a,b\n1,2\n"
+    w.dbfs.put(f"/FileStore/{unique('mv')}.txt", contents=base64.b64encode(b"moved").decode())
+    src = [f.path for f in w.dbfs.list("/FileStore") if f.path.endswith(".txt")][-1]
+    w.dbfs.move(src, f"{point}/moved.txt")
+    assert (folder / "moved.txt").read_text() == "moved"
+    assert point.rsplit("/", 1)[1] in [f.path.rsplit("/", 1)[1] for f in w.dbfs.list("/mnt")]
+    w.dbfs.delete(f"{point}/sub", recursive=True)
+    assert not (folder / "sub").exists()
+    # The mount point itself cannot be deleted through DBFS.
+    r = server.api("POST", "/api/2.0/dbfs/delete", json={"path": point, "recursive": True})
+    assert r.status_code == 400 and "unmount" in r.json()["message"]
+    assert (folder / "in.csv").exists()
+
+    # Double mount, nesting, bad points and sources.
+    r = mount(server, f"file:{folder}", point)
+    assert r.status_code == 409 and r.json() == {"error_code": "RESOURCE_ALREADY_EXISTS",
+                                                 "message": f"Directory already mounted: {point}"}
+    assert mount(server, f"file:{folder}", f"{point}/inner").status_code == 409
+    for bad_point in ("/FileStore/x", "/mnt", "/mnt/../etc"):
+        r = mount(server, f"file:{folder}", bad_point)
+        assert r.status_code == 400, (bad_point, r.text)
+    for bad_source in ("ftp://x/y", "", f"file:{tmp_path}/missing", f"file:{server.settings.home}"):
+        r = mount(server, bad_source, f"/mnt/{unique('bad')}")
+        assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", (bad_source, r.text)
+    assert server.api("POST", f"{MOUNTS}/create", token="dapi-wrong", json={}).status_code == 401
+
+    # Unmount: the files stay in the folder, DBFS no longer shows them.
+    assert unmount(server, point).status_code == 200
+    assert (folder / "in.csv").exists() and (folder / "moved.txt").exists()
+    r = server.api("GET", "/api/2.0/dbfs/get-status", params={"path": f"{point}/in.csv"})
+    assert r.status_code == 404
+    r = unmount(server, point)
+    assert r.status_code == 404 and r.json()["message"] == f"Directory not mounted: {point}"
+
+
+def test_only_admins_mount_local_folders_and_only_owners_unmount(server, unique, tmp_path, moto, bucket):
+    _, alice = server.new_user(f"{unique('alice')}@example.com")
+    _, bob = server.new_user(f"{unique('bob')}@example.com")
+    r = mount(server, f"file:{tmp_path}", f"/mnt/{unique('l')}", token=alice)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+
+    point = f"/mnt/{unique('s3')}"
+    assert mount(server, f"s3a://{bucket}", point, s3_configs(moto), token=alice).status_code == 200
+    # Every user sees the table; only the creator and admins change it.
+    assert point in [m["mount_point"] for m in server.api("GET", f"{MOUNTS}/list", bob).json()["mounts"]]
+    r = unmount(server, point, token=bob)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+    r = server.api("POST", f"{MOUNTS}/update", bob, json={"source": f"s3a://{bucket}", "mount_point": point,
+                                                          "extra_configs": s3_configs(moto)})
+    assert r.status_code == 403
+    r = server.api("POST", f"{MOUNTS}/update", alice, json={"source": f"s3a://{bucket}/sub", "mount_point": point,
+                                                            "extra_configs": s3_configs(moto)})
+    assert r.status_code == 200 and r.json()["mount"]["source"] == f"s3a://{bucket}/sub"
+    assert unmount(server, point, token=alice).status_code == 200
+    # An admin may remove anyone's mount.
+    assert mount(server, f"s3a://{bucket}", point, s3_configs(moto), token=bob).status_code == 200
+    assert unmount(server, point).status_code == 200
+    r = server.api("POST", f"{MOUNTS}/update", json={"source": f"s3a://{bucket}", "mount_point": point})
+    assert r.status_code == 404
+
+
+def test_s3_mount_credentials_are_sealed_and_checked(server, unique, moto, bucket):
+    point = f"/mnt/{unique('cred')}"
+    bad = {**s3_configs(moto), "fs.s3a.endpoint": "http://127.0.0.1:9"}  # nothing listens there
+    r = mount(server, f"s3a://{bucket}", point, bad)
+    assert r.status_code == 400 and r.json()["error_code"] == "IO_ERROR"
+    assert SECRET not in r.text
+    r = mount(server, f"s3a://{bucket}", point, {"fs.dbfs.impl": "x"})
+    assert r.status_code == 400
+    r = mount(server, f"s3a://{bucket}", point, s3_configs(moto))
+    assert r.status_code == 200, r.text
+    info = server.api("GET", f"{MOUNTS}/get", params={"mount_point": point}).json()["mount"]
+    assert sorted(info["extra_config_keys"]) == sorted(s3_configs(moto)) and SECRET not in json.dumps(info)
+    assert SECRET not in server.api("GET", f"{MOUNTS}/list").text
+    # Not in the database file (nor its WAL) in clear.
+    db = server.settings.db_url.split("///", 1)[1]
+    raw = b"".join(open(p, "rb").read() for p in (db, db + "-wal") if __import__("os").path.exists(p))
+    assert SECRET.encode() not in raw and b"AKIDMOTO" not in raw
+    unmount(server, point)
+
+
+def test_s3_mount_through_the_dbfs_api(server, w, unique, moto, bucket):
+    point = f"/mnt/{unique('s3')}"
+    assert mount(server, f"s3a://{bucket}/base", point, s3_configs(moto)).status_code == 200
+    try:
+        w.dbfs.put(f"{point}/dir/a.txt", contents=base64.b64encode(b"on s3").decode(), overwrite=True)
+        body = s3(moto).get_object(Bucket=bucket, Key="base/dir/a.txt")["Body"].read()
+        assert body == b"on s3"
+        s3(moto).put_object(Bucket=bucket, Key="base/b.csv", Body=b"x,y\n")
+        listed = {f.path: (f.is_dir, f.file_size) for f in w.dbfs.list(point)}
+        assert listed == {f"{point}/dir": (True, 0), f"{point}/b.csv": (False, 4)}
+        with w.dbfs.open(f"{point}/dir/a.txt", read=True) as fh:
+            assert fh.read() == b"on s3"
+        r = server.api("POST", "/api/2.0/dbfs/put", json={"path": f"{point}/b.csv", "contents": ""})
+        assert r.status_code == 409
+        w.dbfs.mkdirs(f"{point}/empty")
+        assert w.dbfs.get_status(f"{point}/empty").is_dir
+        w.dbfs.delete(f"{point}/dir", recursive=True)
+        assert "Contents" not in s3(moto).list_objects_v2(Bucket=bucket, Prefix="base/dir/")
+        assert server.api("GET", "/api/2.0/dbfs/get-status",
+                          params={"path": f"{point}/nope"}).status_code == 404
+    finally:
+        unmount(server, point)
+
+
+# -- notebooks and Spark on mounts -------------------------------------------------------------
+def run(w, cluster_id, ctx, code):  # noqa: ANN001, ANN201
+    return w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx,
+                                                language=compute.Language.PYTHON, command=code, timeout=T).results
+
+
+def text(w, cluster_id, ctx, code) -> str:  # noqa: ANN001
+    r = run(w, cluster_id, ctx, code)
+    assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
+    return r.data
+
+
+@pytest.fixture(scope="module")
+def ctx(w, cluster_id):
+    created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
+    yield created.id
+    w.command_execution.destroy(cluster_id, created.id)
+
+
+@pytest.mark.slow
+def test_notebook_mounts_a_local_folder_for_spark_dbutils_and_pandas(server, w, cluster_id, ctx, unique, tmp_path):
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    (folder / "wine.csv").write_text("quality,alcohol\n7,12.5\n5,9.8\n6,10.1\n")
+    point = f"/mnt/{unique('nb')}"
+    code = f"""
+import json
+dbutils.fs.mount(source="file:{folder}", mount_point="{point}", extra_configs={{}})
+out = {{}}
+out["mounts"] = [m.mountPoint for m in dbutils.fs.mounts()]
+out["ls"] = sorted(f.name for f in dbutils.fs.ls("dbfs:{point}"))
+df = spark.read.csv("dbfs:{point}/wine.csv", header=True, inferSchema=True)
+out["spark_rows"] = df.count()
+df.where("quality >= 6").write.mode("overwrite").csv("{point}/good", header=True)
+out["bare_path_rows"] = spark.read.csv("{point}/good", header=True).count()
+df.write.format("delta").mode("overwrite").save("dbfs:{point}/wine_delta")
+out["delta_rows"] = spark.read.format("delta").load("{point}/wine_delta").count()
+import pandas as pd
+out["pandas_rows"] = len(pd.read_csv("/dbfs{point}/wine.csv"))
+pd.DataFrame({{"x": [1, 2]}}).to_csv("/dbfs{point}/from_pandas.csv", index=False)
+out["spark_sees_pandas"] = spark.read.csv("{point}/from_pandas.csv", header=True).count()
+dbutils.fs.put("{point}/note.txt", "written by dbutils", overwrite=True)
+out["head"] = dbutils.fs.head("dbfs:{point}/note.txt")
+try:
+    dbutils.fs.mount("file:{folder}", "{point}")
+except Exception as e:
+    out["double"] = str(e)
+out["refresh"] = dbutils.fs.refreshMounts()
+print(json.dumps(out))
+"""
+    out = json.loads(text(w, cluster_id, ctx, code).splitlines()[-1])
+    assert point in out["mounts"] and "/" in out["mounts"]
+    assert out["ls"] == ["wine.csv"]
+    assert out["spark_rows"] == 3 and out["bare_path_rows"] == 2 and out["delta_rows"] == 3
+    assert out["pandas_rows"] == 3 and out["spark_sees_pandas"] == 2
+    assert out["head"] == "written by dbutils"
+    assert f"Directory already mounted: {point}" in out["double"] and "java.rmi.RemoteException" in out["double"]
+    assert out["refresh"] is True
+    # What Spark, pandas and dbutils wrote is in the mounted folder itself.
+    assert list((folder / "good").glob("part-*.csv")) and (folder / "wine_delta" / "_delta_log").is_dir()
+    assert (folder / "from_pandas.csv").read_text() == "x\n1\n2\n"
+    assert (folder / "note.txt").read_text() == "written by dbutils"
+
+    out = text(w, cluster_id, ctx, f"""
+dbutils.fs.unmount("{point}")
+try:
+    spark.read.csv("dbfs:{point}/wine.csv").count()
+    print("still readable")
+except Exception as e:
+    print("gone:", type(e).__name__)
+try:
+    dbutils.fs.unmount("{point}")
+except Exception as e:
+    print(str(e).splitlines()[-1])
+""")
+    assert f"{point} has been unmounted." in out
+    assert "gone:" in out and f"Directory not mounted: {point}" in out
+    assert (folder / "wine.csv").exists()
+
+
+@pytest.mark.slow
+def test_running_cluster_sees_a_mount_made_elsewhere(server, w, cluster_id, ctx, unique, tmp_path):
+    """A mount made through the API (another user, another cluster) reaches a running cluster's Spark."""
+    (tmp_path / "t.csv").write_text("k\n1\n2\n3\n4\n")
+    point = f"/mnt/{unique('live')}"
+    assert mount(server, f"file:{tmp_path}", point).status_code == 200
+    try:
+        assert text(w, cluster_id, ctx, f"print(spark.read.csv('{point}/t.csv', header=True).count())") == "4"
+    finally:
+        unmount(server, point)
+
+
+@pytest.mark.slow
+def test_spark_reads_and_writes_an_s3_bucket_through_a_mount(server, w, unique, moto, bucket):
+    """s3a:// on moto with hadoop-aws: a cluster started with the mount in its table writes CSV and Delta."""
+    try:
+        runtime.s3a_jars()
+    except FileNotFoundError as exc:
+        pytest.skip(f"S3A jars not in the JVM cache: {exc}")
+    point = f"/mnt/{unique('s3spark')}"
+    s3(moto).put_object(Bucket=bucket, Key="lake/in.csv", Body=b"id,name\n1,a\n2,b\n3,c\n")
+    assert mount(server, f"s3a://{bucket}/lake", point, s3_configs(moto)).status_code == 200
+    cluster = w.clusters.create_and_wait(
+        cluster_name=unique("s3c"), spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
+        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]"},
+        timeout=timedelta(minutes=5)).cluster_id
+    try:
+        c = w.command_execution.create_and_wait(cluster_id=cluster, language=compute.Language.PYTHON, timeout=T)
+        code = f"""
+import json
+out = {{}}
+df = spark.read.csv("dbfs:{point}/in.csv", header=True)
+out["read"] = df.count()
+df.write.mode("overwrite").csv("{point}/out_csv", header=True)
+out["csv"] = spark.read.csv("dbfs:{point}/out_csv", header=True).count()
+df.write.format("delta").mode("overwrite").save("{point}/people")
+spark.sql("CREATE TABLE IF NOT EXISTS default.{point.rsplit('/', 1)[1]} USING DELTA LOCATION 'dbfs:{point}/people'")
+out["delta"] = spark.table("default.{point.rsplit('/', 1)[1]}").count()
+out["ls"] = sorted(f.name for f in dbutils.fs.ls("{point}"))
+out["secret_in_conf_listing"] = any("{SECRET}" in str(m) for m in dbutils.fs.mounts())
+print(json.dumps(out))
+"""
+        out = json.loads(text(w, cluster, c.id, code).splitlines()[-1])
+        assert out["read"] == 3 and out["csv"] == 3 and out["delta"] == 3
+        assert out["ls"] == ["in.csv", "out_csv/", "people/"]
+        assert out["secret_in_conf_listing"] is False
+        keys = [o["Key"] for o in s3(moto).list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]]
+        assert any(k.startswith("lake/people/_delta_log/") for k in keys)
+        assert any(k.startswith("lake/out_csv/part-") for k in keys)
+        w.command_execution.destroy(cluster, c.id)
+    finally:
+        w.clusters.permanent_delete(cluster)
+        unmount(server, point)
+
+
+def test_master_key_rotation_reseals_mount_configs(tmp_path):
+    from conftest import make_settings
+
+    from brickyard.context import open_workspace
+    from brickyard.services.keys import rotate_master_key
+    from brickyard.services.users import Principal
+
+    settings = make_settings(tmp_path / "home")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    ws = open_workspace(settings)
+    try:
+        admin = Principal(1, "admin@example.com", True)
+        ws.services["mounts"].create(admin, f"file:{folder}", "/mnt/rot", {"fs.azure.account.key.x": "k3y-value"})
+    finally:
+        ws.close()
+    old_key = settings.master_key_file.read_text()
+    assert rotate_master_key(settings) >= 1
+    assert settings.master_key_file.read_text() != old_key
+    ws = open_workspace(settings)
+    try:
+        [link] = ws.services["mounts"].links()
+        assert link.mount_point == "/mnt/rot" and link.hadoop_conf == {"fs.azure.account.key.x": "k3y-value"}
+    finally:
+        ws.close()
