@@ -21,6 +21,9 @@ from brickyard.context import open_workspace
 from brickyard.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+# A private variable of the workspace process: it must never reach drivers, workers or kernels.
+SENTINEL = "sentinel-private-to-the-workspace"
+os.environ["BRICKYARD_TEST_SENTINEL"] = SENTINEL
 ADMIN_TOKEN = "dapi" + "0123456789abcdef" * 2
 
 

@@ -1,6 +1,7 @@
 """Command Execution API 1.2 through databricks-sdk on a real Spark cluster."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -115,6 +116,23 @@ def test_html_and_figure_expressions(w, cluster_id, ctx):
     assert r.results.result_type == compute.ResultType.TEXT and r.results.data == "<b>wine</b>"
     r = run(w, cluster_id, ctx, "import matplotlib.pyplot as plt\nplt.figure()\nplt.gca().bar([1, 2], [3, 4])")
     assert r.results.result_type == compute.ResultType.IMAGE
+
+
+def test_workspace_private_environment_does_not_reach_user_code(server, w, cluster_id, ctx):
+    """Neither the driver, its Python workers nor the kernels see the workspace's own variables."""
+    from conftest import SENTINEL
+
+    code = ("import os\n"
+            f"here = [v for v in os.environ.values() if v == {SENTINEL!r}]\n"
+            f"workers = sc.parallelize([0], 1).map(lambda _: [v for v in os.environ.values() if v == {SENTINEL!r}])"
+            ".collect()\n"
+            "print(here, workers)")
+    assert run(w, cluster_id, ctx, code).results.data == "[] [[]]"
+    info = json.loads((server.settings.home / "clusters" / cluster_id / "driver.json").read_text())
+    with open(f"/proc/{info['pid']}/environ", "rb") as fh:
+        assert SENTINEL.encode() not in fh.read()
+    conf = server.settings.home / "clusters" / cluster_id / "driver-conf.json"
+    assert conf.stat().st_mode & 0o077 == 0
 
 
 def test_workspace_private_environment_does_not_reach_kernels(w, cluster_id, monkeypatch):

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from brickyard.compute.environment import user_environ
+from brickyard.secrets.crypto import write_private_file
 from brickyard.compute import catalog, cds, driver_control, runtime
 from brickyard.compute.metastore import Metastore, MetastoreError
 from brickyard.compute.spark_conf import cluster_spark_conf, local_master, needs_s3a
@@ -174,7 +176,7 @@ class Launcher:
         return results
 
     def _env(self, spec: dict, env_extra: dict, library_dir: Path) -> dict:
-        env = dict(os.environ)
+        env = user_environ()  # never the workspace's own keys and tokens
         env.update(spec.get("spark_env_vars") or {})
         env.update(env_extra)
         env["PYSPARK_PYTHON"] = env.get("PYSPARK_PYTHON") or sys.executable
@@ -276,7 +278,8 @@ class Launcher:
 
     def _spawn_driver(self, cdir: Path, conf: dict, env: dict) -> tuple[subprocess.Popen, dict]:
         (cdir / "driver.json").unlink(missing_ok=True)
-        (cdir / "driver-conf.json").write_text(json.dumps(conf, indent=1))
+        # 0600: the Spark conf can carry mount credentials.
+        write_private_file(cdir / "driver-conf.json", json.dumps(conf, indent=1))
         logf = open(cdir / "driver.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "brickyard.compute.driver", str(cdir)],

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from brickyard.compute.environment import user_environ
 from brickyard.compute import runtime
 from brickyard.compute.launcher import site_dir
 
@@ -62,7 +63,7 @@ def pip_install(prefix: Path, args: list[str], constraints: Path, repo: str | No
            "-c", str(constraints)]
     if repo:
         cmd += ["--index-url", repo]
-    env = dict(os.environ)
+    env = user_environ()
     # Packages already in the cluster's folder count as installed (so are not fetched again).
     env["PYTHONPATH"] = ":".join(p for p in (str(site_dir(prefix)), env.get("PYTHONPATH")) if p)
     env.pop("PIP_TARGET", None)

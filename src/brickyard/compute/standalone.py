@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from brickyard.compute import runtime
+from brickyard.compute.environment import user_environ
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class StandaloneCluster:
         conf_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.base_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.extra_env}
+        env = {**user_environ(), **self.extra_env}
         for key in ("SPARK_MASTER", "MASTER", "PYSPARK_SUBMIT_ARGS", "HADOOP_CONF_DIR"):
             env.pop(key, None)
         env.update({
