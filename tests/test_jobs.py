@@ -543,3 +543,25 @@ def test_workspace_file_job_parameters_and_run_permissions(server, w, cluster_id
     assert eve_run.state.result_state == jobs.RunResultState.FAILED
     assert "permission" in eve.jobs.get_run_output(eve_run.run_id).error
     w.jobs.delete(job_id)
+
+
+@pytest.mark.slow
+def test_task_libraries_are_installed_on_the_cluster(w, cluster_id, unique):
+    from databricks.sdk.service.compute import Library, PythonPyPiLibrary
+
+    code = ("import pyjokes\nfrom pyspark.sql import SparkSession\n"
+            "sc = SparkSession.builder.getOrCreate().sparkContext\n"
+            "print('on workers:', sc.parallelize([0], 1).map(lambda _: __import__('pyjokes').__name__).collect())\n")
+    file = put_dbfs(w, f"/FileStore/jobs/{unique('libs')}.py", code)
+    task = py_task("t", file, cluster_id, libraries=[Library(pypi=PythonPyPiLibrary(package="pyjokes"))])
+    run = w.jobs.submit(run_name="with-libs", tasks=[jobs.SubmitTask.from_dict(task.as_dict())]).result(timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert "on workers: ['pyjokes']" in w.jobs.get_run_output(run.tasks[0].run_id).logs
+    statuses = {s.library.pypi.package: s.status.value for s in w.libraries.cluster_status(cluster_id)
+                if s.library.pypi}
+    assert statuses.get("pyjokes") == "INSTALLED"
+    bad = py_task("t", file, cluster_id,
+                  libraries=[Library(pypi=PythonPyPiLibrary(package="brickyard-no-such-package-xyz"))])
+    run = w.jobs.submit(run_name="bad-libs", tasks=[jobs.SubmitTask.from_dict(bad.as_dict())]).result(timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    assert "Library installation failed" in run.state.state_message

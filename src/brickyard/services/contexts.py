@@ -364,10 +364,7 @@ def _bracket(host: str) -> str:
 
 def library_dir(clusters, procs) -> Path:  # noqa: ANN001
     """The cluster's own Python packages folder (on its driver's, workers' and notebooks' path)."""
-    launcher = getattr(clusters, "launcher", None)
-    if launcher is not None and hasattr(launcher, "library_dir"):
-        return Path(launcher.library_dir(procs.cluster_dir.name))
-    return Path(procs.cluster_dir) / "lib" / "python"
+    return Path(clusters.launcher.library_dir(procs.cluster_dir.name))
 
 
 def mint_kernel_token(ws, user: Principal, lifetime_seconds: int) -> tuple[str, str]:  # noqa: ANN001

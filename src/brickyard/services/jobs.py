@@ -397,17 +397,9 @@ class JobService(RunsApi):
                               .order_by(JobTaskRun.attempt_number.desc()).limit(1))
             return (row.error or row.state_message or "Task failed.") if row else "Task failed."
 
-    def library_note(self, task: dict) -> str:
-        """What happened to the task's libraries: they are recorded; installing needs a library service."""
-        libs = task.get("libraries") or []
-        if not libs:
-            return ""
-        installer = self.ws.services.get("libraries")
-        if installer is not None and hasattr(installer, "install_for_job"):
-            return installer.install_for_job(task)
-        kinds = ", ".join(sorted({k for lib in libs for k in lib}))
-        return (f"In run. Libraries ({kinds}) are recorded but not installed: this workspace has no library "
-                "service; the cluster's environment is used as is.")
+    def library_note(self, task: dict, cluster_id: str, user: Principal) -> str:
+        """Install the task's libraries on its cluster (raises when one fails); a note for the run state."""
+        return self.ws.services["libraries"].install_for_job(user, cluster_id, task.get("libraries") or [])
 
     # ---- lifecycle -----------------------------------------------------------------------
     def _recover(self) -> None:

@@ -249,8 +249,14 @@ class RunSupervisor:
                               state_message=message, error=message, end_time=now_ms(),
                               setup_duration=now_ms() - started)
             return "FAILED"
+        try:
+            note = self.service.library_note(task, ctx.cluster_id, ctx.user)
+        except BrickyardError as exc:
+            self._update_task(ctx.task_run_id, life_cycle_state="INTERNAL_ERROR", result_state="FAILED",
+                              state_message=exc.message, error=exc.message, end_time=now_ms(),
+                              setup_duration=now_ms() - started)
+            return "FAILED"
         setup = now_ms() - started
-        note = self.service.library_note(task)
         self._update_task(ctx.task_run_id, life_cycle_state="RUNNING", setup_duration=setup,
                           state_message=note or "In run")
         self.service.mark_run_running(ctx.run_id)

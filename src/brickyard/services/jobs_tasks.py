@@ -156,6 +156,9 @@ def python_env(ws, ctx) -> dict:  # noqa: ANN001
         "BRICKYARD_RUN_ID": str(ctx.task_run_id),
         "BRICKYARD_JOB_ID": str(ctx.job_id or ""),
     })
+    # The cluster's own packages (libraries, %pip) come first, as in notebooks.
+    libs = str(clusters.launcher.library_dir(ctx.cluster_id))
+    env["PYTHONPATH"] = ":".join(p for p in (libs, env.get("PYTHONPATH", "")) if p)
     return env
 
 

@@ -9,6 +9,7 @@ start; installed on a running cluster they reach the executors at once (sc.addJa
 from __future__ import annotations
 
 import json
+import time
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,32 @@ class LibraryService:
             running = cluster.state == "RUNNING"
         if running:
             self._queue(cluster_id)
+
+    def install_for_job(self, caller: Principal, cluster_id: str, libs: list[dict],
+                        timeout: float = 900.0) -> str:
+        """Install a job task's libraries on its cluster and wait for them; a failed one fails the task."""
+        if not libs:
+            return ""
+        # A job's compute runs with the job's permissions: the cluster may belong to someone else.
+        normalized = [normalize(lib, f"libraries[{i}]") for i, lib in enumerate(libs)]
+        self.install(Principal(caller.id, caller.user_name, True), {"cluster_id": cluster_id,
+                                                                      "libraries": normalized})
+        keys = {key_of(lib) for lib in normalized}
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.store.session() as sess:
+                rows = [r for r in self._rows(sess, cluster_id) if r.key in keys]
+                pending = [r for r in rows if r.status in (PENDING, RESOLVING, INSTALLING)]
+                failed = [(r.key, json.loads(r.messages)) for r in rows if r.status == FAILED]
+            if failed:
+                key, messages = failed[0]
+                raise BrickyardError("INVALID_STATE", f"Library installation failed for {key}: "
+                                     + ("; ".join(messages) or "no reason given")[:2000])
+            if not pending:
+                return f"In run. Libraries installed: {', '.join(sorted(keys))}."
+            if time.monotonic() > deadline:
+                raise BrickyardError("INVALID_STATE", f"Libraries still installing after {timeout:.0f} s.")
+            time.sleep(0.5)
 
     def uninstall(self, caller: Principal, body: dict) -> None:
         cluster_id, libs = self._request(caller, body)
