@@ -51,11 +51,7 @@ def site_dir(prefix: Path) -> Path:
 
 
 def _write_private_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    write_private_file(path, json.dumps(data))
 
 
 def _tail(path: Path, lines: int = 30) -> str:
