@@ -224,14 +224,35 @@ class Demo:
     def cluster(self) -> None:
         from datetime import timedelta
 
+        from databricks.sdk.service.compute import State
+
+        name = f"wine-lab-{self.me.split('@')[0]}"
+        # Against a running workspace, a second demo reuses the first one's cluster.
+        for existing in self.w.clusters.list():
+            if existing.cluster_name == name and existing.state in (State.RUNNING, State.TERMINATED):
+                if existing.state == State.TERMINATED:
+                    self.report.progress(f"starting the existing cluster {name}")
+                    self.w.clusters.start(existing.cluster_id).result(timeout=timedelta(minutes=10))
+                self.cluster_id = existing.cluster_id
+                self.report.progress(f"cluster {name} ({self.cluster_id}) is RUNNING")
+                self._curl_clusters()
+                return
         details = self.w.clusters.create_and_wait(
-            cluster_name=f"wine-lab-{self.me.split('@')[0]}", spark_version="17.3.x-cpu-ml-scala2.13",
+            cluster_name=name, spark_version="17.3.x-cpu-ml-scala2.13",
             node_type_id="local.medium", num_workers=0, autotermination_minutes=60,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
             custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(minutes=10))
         self.cluster_id = details.cluster_id
         self.report.progress(f"cluster {details.cluster_name} ({self.cluster_id}) is {details.state.value}, "
                              f"auto-terminates after {details.autotermination_minutes} idle minutes")
+        self._curl_clusters()
+
+    def _curl_clusters(self) -> None:
+        """The lab's REST API step: list the clusters with a token, as its curl example does."""
+        listed = self._api("GET", "/api/2.0/clusters/list")
+        listed.raise_for_status()
+        names = [c["cluster_name"] for c in listed.json().get("clusters", [])]
+        self.report.progress(f"curl -H 'Authorization: Bearer dapi…' {self.host}/api/2.0/clusters/list: {names}")
 
     def library(self) -> None:
         from databricks.sdk.errors import NotFound
