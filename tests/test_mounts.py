@@ -94,8 +94,8 @@ def test_local_folder_mount_through_the_dbfs_api(server, w, unique, tmp_path):
     assert (folder / "sub" / "new.txt").read_text() == "hello mount"
     with w.dbfs.open(f"{point}/in.csv", read=True) as fh:
         assert fh.read() == b"a,b\n1,2\n"
-    w.dbfs.put(f"/FileStore/{unique('mv')}.txt", contents=base64.b64encode(b"moved").decode())
-    src = [f.path for f in w.dbfs.list("/FileStore") if f.path.endswith(".txt")][-1]
+    src = f"/FileStore/{unique('mv')}.txt"
+    w.dbfs.put(src, contents=base64.b64encode(b"moved").decode())
     w.dbfs.move(src, f"{point}/moved.txt")
     assert (folder / "moved.txt").read_text() == "moved"
     assert point.rsplit("/", 1)[1] in [f.path.rsplit("/", 1)[1] for f in w.dbfs.list("/mnt")]
