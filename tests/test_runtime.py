@@ -144,9 +144,10 @@ def test_pip_magic_installs_into_the_cluster_library_dir(server, w, cluster_id, 
         z.writestr(f"{name}-0.1.dist-info/RECORD", "")
     r = run(w, cluster_id, ctx, f"%pip install --no-index {wheel}")
     assert r.result_type == compute.ResultType.TEXT and "Successfully installed" in r.data, (r.summary, r.cause)
-    assert text(w, cluster_id, ctx, f"import {name}\nprint({name}.VALUE, '/lib/python/' in {name}.__file__)") \
-        == "installed by %pip True"
-    assert (server.settings.home / "clusters" / cluster_id / "lib" / "python" / name / "__init__.py").exists()
+    libs = server.workspace.services["clusters"].launcher.library_dir(cluster_id)
+    assert text(w, cluster_id, ctx, f"import {name}\nprint({name}.VALUE, {name}.__file__)") \
+        == f"installed by %pip {libs / name / '__init__.py'}"
+    assert (libs / name / "__init__.py").exists()
     # Python UDF workers (started by the driver) import from the same folder.
     out = text(w, cluster_id, ctx, f"from pyspark.sql.functions import udf as _u\n"
                                    f"f = _u(lambda i: __import__('{name}').VALUE, 'string')\n"
