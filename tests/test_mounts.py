@@ -246,6 +246,11 @@ try:
 except Exception as e:
     out["double"] = str(e)
 out["refresh"] = dbutils.fs.refreshMounts()
+out["update"] = dbutils.fs.updateMount(source="file:{folder}", mountPoint="{point}", extraConfigs={{}})
+try:
+    dbutils.fs.updateMount("file:{folder}", "{point}", bogus=1)
+except TypeError as e:
+    out["bad_keyword"] = str(e)
 print(json.dumps(out))
 """
     out = json.loads(text(w, cluster_id, ctx, code).splitlines()[-1])
@@ -256,6 +261,7 @@ print(json.dumps(out))
     assert out["head"] == "written by dbutils"
     assert f"Directory already mounted: {point}" in out["double"] and "java.rmi.RemoteException" in out["double"]
     assert out["refresh"] is True
+    assert out["update"] is True and "updateMount() got unexpected keyword arguments: bogus" in out["bad_keyword"]
     # What Spark, pandas and dbutils wrote is in the mounted folder itself.
     assert list((folder / "good").glob("part-*.csv")) and (folder / "wine_delta" / "_delta_log").is_dir()
     assert (folder / "from_pandas.csv").read_text() == "x\n1\n2\n"

@@ -334,25 +334,13 @@ class FsUtils:
     def mount(self, source: str, mount_point: str | None = None, encryption_type: str = "",
               owner: str | None = None, extra_configs: dict | None = None, **kwargs) -> bool:  # noqa: ARG002
         """Mount source (file:/..., s3a://..., abfss://..., wasbs://...) at /mnt/<name> for the whole workspace."""
-        mount_point = mount_point or kwargs.pop("mountPoint", None)
-        extra_configs = extra_configs if extra_configs is not None else kwargs.pop("extraConfigs", None)
-        encryption_type = encryption_type or kwargs.pop("encryptionType", "")
-        if kwargs:
-            raise TypeError(f"mount() got unexpected keyword arguments: {', '.join(kwargs)}")
-        body = {"source": source, "mount_point": mount_point, "encryption_type": encryption_type,
-                "extra_configs": dict(extra_configs or {})}
+        body = _mount_body("mount", source, mount_point, encryption_type, extra_configs, kwargs)
         self._mounts_call("mount", "POST", "create", body)
         return True
 
     def updateMount(self, source: str, mount_point: str | None = None, encryption_type: str = "",  # noqa: N802
                     owner: str | None = None, extra_configs: dict | None = None, **kwargs) -> bool:  # noqa: ARG002
-        mount_point = mount_point or kwargs.pop("mountPoint", None)
-        extra_configs = extra_configs if extra_configs is not None else kwargs.pop("extraConfigs", None)
-        encryption_type = encryption_type or kwargs.pop("encryptionType", "")
-        if kwargs:
-            raise TypeError(f"updateMount() got unexpected keyword arguments: {', '.join(kwargs)}")
-        body = {"source": source, "mount_point": mount_point, "encryption_type": encryption_type,
-                "extra_configs": dict(extra_configs or {})}
+        body = _mount_body("updateMount", source, mount_point, encryption_type, extra_configs, kwargs)
         self._mounts_call("updateMount", "POST", "update", body)
         return True
 
@@ -651,3 +639,15 @@ def from_env(params: dict | None = None, runner=None, notebook_path: str | None 
     if params is None:
         params = json.loads(os.environ.get("BRICKYARD_WIDGETS") or "{}")
     return DBUtils(Rest(host, token), info, params, runner)
+
+
+def _mount_body(method: str, source: str, mount_point: str | None, encryption_type: str,
+                extra_configs: dict | None, kwargs: dict) -> dict:
+    """The mounts API body; Databricks' camelCase keywords (mountPoint, extraConfigs) work too."""
+    mount_point = mount_point or kwargs.pop("mountPoint", None)
+    extra_configs = extra_configs if extra_configs is not None else kwargs.pop("extraConfigs", None)
+    encryption_type = encryption_type or kwargs.pop("encryptionType", "")
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected keyword arguments: {', '.join(kwargs)}")
+    return {"source": source, "mount_point": mount_point, "encryption_type": encryption_type,
+            "extra_configs": dict(extra_configs or {})}
