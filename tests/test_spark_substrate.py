@@ -278,6 +278,7 @@ def test_standalone_errors_and_cleanup(tmp_path):
         cluster.add_worker(1, 512, name="w")
         with pytest.raises(ValueError, match="duplicate"):
             cluster.add_worker(1, 512, name="w")
+        cluster.wait_for_workers(["w"])  # a worker that died at start says why here, not as a count below
         pids = [d.pid for d in cluster.daemons.values()]
     finally:
         # What a restarted workspace does with a cluster it no longer holds: stop what was recorded.

@@ -107,11 +107,15 @@ def pid_alive(pid: int, marker: str = "") -> bool:
         return False
     except PermissionError:
         pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z")
-    except OSError:
-        return not marker  # exited meanwhile, or no /proc: never adopt a pid we cannot check
+    for attempt in range(5):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].startswith("Z")
+        except OSError:
+            return not marker  # exited meanwhile, or no /proc: never adopt a pid we cannot check
+        if cmdline.strip() or zombie:
+            break
+        time.sleep(0.02)  # an empty command line: the process is between fork and exec (spark-class execs java)
     return not zombie and marker in cmdline
 
 
