@@ -7,6 +7,11 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from brickyard.store.urls import is_postgres, jdbc_postgres, sqlalchemy_url
+
+MLFLOW_SCHEMA = "mlflow"  # MLflow's tables in the workspace's PostgreSQL
+METASTORE_SCHEMA = "hive"  # the Hive metastore's tables in the workspace's PostgreSQL
+
 
 class Settings(BaseSettings):
     """Workspace settings, read from BRICKYARD_* variables (and keyword arguments)."""
@@ -16,7 +21,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".brickyard")
     host: str = "127.0.0.1"
     port: int = 8700
-    # SQLAlchemy URL of the metadata store; empty means SQLite in the home.
+    # SQLAlchemy URL of the metadata store; empty means SQLite in the home. A PostgreSQL URL
+    # (postgresql://user:password@host:5432/db; plain postgresql:// uses psycopg 3) puts the
+    # workspace's tables in its default schema, MLflow's in schema `mlflow` and the Hive
+    # metastore's in schema `hive` of that database.
     database_url: str = ""
     admin_user: str = "admin"
     # Base64 (urlsafe or standard) 32-byte key; overrides the key file in the home.
@@ -84,7 +92,17 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'workspace.db'}"
+        return sqlalchemy_url(self.database_url) if self.database_url else f"sqlite:///{self.home / 'workspace.db'}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return is_postgres(self.db_url)
+
+    @property
+    def metastore_jdbc(self) -> tuple[str, str, str]:
+        """(JDBC URL, user, password) of the Hive metastore's database: schema `hive` of the
+        workspace's PostgreSQL, or ("", "", "") for the metastore's own Derby database."""
+        return jdbc_postgres(self.db_url, METASTORE_SCHEMA) if self.uses_postgres else ("", "", "")
 
     @property
     def dbfs_root(self) -> Path:

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from brickyard.errors import BrickyardError
@@ -34,7 +34,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL (psycopg 3): connections checked before use (a restarted server is survived),
+    # recycled hourly; READ COMMITTED, each Store.session one transaction.
+    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20)
 
 
 def migrate(engine: Engine) -> None:
@@ -71,6 +73,11 @@ class Store:
             sess.rollback()
             log.info("integrity error: %s", exc.orig)
             raise BrickyardError("RESOURCE_ALREADY_EXISTS", "The resource already exists.") from exc
+        except DataError as exc:
+            # SQLite ignores declared lengths; PostgreSQL refuses a value longer than its column.
+            sess.rollback()
+            log.info("data error: %s", exc.orig)
+            raise BrickyardError("INVALID_PARAMETER_VALUE", "A value is too long or malformed.") from exc
         except OperationalError as exc:
             sess.rollback()
             log.warning("database unavailable: %s", exc.orig)

@@ -20,7 +20,8 @@ from mlflow.utils.uri import append_to_uri_path
 from sqlalchemy import create_engine, text
 
 from brickyard.errors import BrickyardError
-from brickyard.settings import Settings
+from brickyard.settings import MLFLOW_SCHEMA, Settings
+from brickyard.store.urls import is_postgres, with_search_path
 from brickyard.tracking import embed
 from brickyard.tracking.artifacts import canonical_uri, check_artifact_path, store_dbfs_path
 from brickyard.tracking.history import RegistryHistory, Snapshot, changes
@@ -30,7 +31,7 @@ LOGGED_MODELS_FOLDER = "logged_models"  # what Databricks clients expect (Files 
 
 
 def mlflow_db_url(settings: Settings) -> str:
-    """MLflow's own database: a SQLite file next to the workspace's, or a schema of its PostgreSQL.
+    """MLflow's own database: a SQLite file next to the workspace's, or schema `mlflow` of its PostgreSQL.
 
     MLflow runs its own Alembic migrations (with their own alembic_version table), so it
     cannot share the workspace's schema.
@@ -38,9 +39,8 @@ def mlflow_db_url(settings: Settings) -> str:
     url = settings.db_url
     if url.startswith("sqlite"):
         return f"sqlite:///{settings.home / 'mlflow.db'}"
-    if url.startswith("postgresql"):
-        sep = "&" if "?" in url else "?"
-        return f"{url}{sep}options=-csearch_path%3Dmlflow"
+    if is_postgres(url):
+        return with_search_path(url, MLFLOW_SCHEMA)
     raise BrickyardError("INTERNAL_ERROR", f"MLflow needs SQLite or PostgreSQL; got {url.split(':', 1)[0]}.")
 
 
@@ -58,7 +58,7 @@ def prepare_database(settings: Settings, url: str) -> None:
         engine = create_engine(settings.db_url)
         try:
             with engine.begin() as conn:
-                conn.execute(text("CREATE SCHEMA IF NOT EXISTS mlflow"))
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{MLFLOW_SCHEMA}"'))
         finally:
             engine.dispose()
 

@@ -1,0 +1,171 @@
+"""The workspace on PostgreSQL (BRICKYARD_DATABASE_URL): its own tables and MLflow's, through a
+real `brickyard up` process and the real clients; the rows are checked in PostgreSQL itself."""
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import uuid
+from datetime import timedelta
+
+import pytest
+import requests
+from conftest import ADMIN_TOKEN, free_port, run_cli_server
+from pg_support import PG_PASSWORD, postgres  # noqa: F401  (the fixture)
+
+from brickyard.compute.metastore import Metastore
+
+pytestmark = pytest.mark.slow
+
+
+class CliServer:
+    """`brickyard up` on a PostgreSQL database, restartable on the same home and database."""
+
+    def __init__(self, home, url: str):
+        self.home, self.port = home, free_port()
+        self.env = {"BRICKYARD_DATABASE_URL": url, "BRICKYARD_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.output = ""
+
+    def start(self) -> None:
+        self.proc = run_cli_server(self.home, self.port, self.env)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            out, _ = self.proc.communicate(timeout=60)
+            self.output += out
+            assert self.proc.returncode == 0, out[-3000:]
+        self.proc = None
+
+    def client(self, token: str = ADMIN_TOKEN):
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.core import Config
+
+        return WorkspaceClient(config=Config(host=self.url, token=token, retry_timeout_seconds=20, auth_type="pat"))
+
+
+@pytest.fixture(scope="module")
+def database(postgres):  # noqa: F811
+    return postgres.create_database(f"by_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def workspace(postgres, database, tmp_path_factory):  # noqa: F811
+    home = tmp_path_factory.mktemp("pgws") / "home"
+    srv = CliServer(home, database)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        try:
+            srv.stop()
+        finally:
+            Metastore(home, home / "dbfs").stop()  # started with the cluster; it outlives the workspace
+
+
+def test_workspace_data_in_postgres_survives_restart(workspace, postgres, database):  # noqa: F811
+    from databricks.sdk.service.workspace import ExportFormat, ImportFormat, Language
+
+    db = database.rsplit("/", 1)[1]
+    w = workspace.client()
+    user = w.users.create(user_name="pg-user@example.com")
+    r = requests.post(f"{workspace.url}/api/2.0/token-management/on-behalf-of/tokens",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                      json={"application_id": user.id, "comment": "pg obo"}, timeout=30)
+    assert r.status_code == 200, r.text
+    user_token = r.json()["token_value"]
+    w.tokens.create(comment="pg admin token", lifetime_seconds=3600)
+    w.secrets.create_scope(scope="pgscope")
+    w.secrets.put_secret(scope="pgscope", key="pw", string_value="pg-s3cret-value")
+    notebook = b"# Databricks notebook source\nprint('stored in postgres')\n"
+    w.workspace.mkdirs("/Shared/pg")
+    w.workspace.import_("/Shared/pg/nb", content=base64.b64encode(notebook).decode(),
+                        format=ImportFormat.SOURCE, language=Language.PYTHON)
+    created = w.clusters.create(cluster_name="pg-cluster", spark_version="17.3.x-cpu-ml-scala2.13",
+                                node_type_id="local.medium", num_workers=0,
+                                spark_conf={"spark.databricks.cluster.profile": "singleNode",
+                                            "spark.master": "local[*]"},
+                                custom_tags={"ResourceClass": "SingleNode"})
+    cluster_id = created.cluster_id
+    w.clusters.delete(cluster_id)
+    w.clusters.wait_get_cluster_terminated(cluster_id, timeout=timedelta(minutes=3))
+
+    # The rows are in PostgreSQL (the workspace's tables in the default schema), not in SQLite.
+    assert not (workspace.home / "workspace.db").exists()
+    assert postgres.query(db, "SELECT user_name, active FROM users WHERE id = %s", (int(user.id),)) == \
+        [("pg-user@example.com", True)]
+    comments = {c for (c,) in postgres.query(db, "SELECT comment FROM tokens")}
+    assert {"pg obo", "pg admin token"} <= comments
+    [(ciphertext,)] = postgres.query(
+        db, "SELECT s.ciphertext FROM secrets s JOIN secret_scopes c ON c.id = s.scope_id "
+            "WHERE c.name = 'pgscope' AND s.key = 'pw'")
+    assert ciphertext and b"pg-s3cret-value" not in bytes(ciphertext)  # encrypted at rest
+    [(content,)] = postgres.query(db, "SELECT content FROM workspace_objects WHERE path = '/Shared/pg/nb'")
+    assert b"stored in postgres" in bytes(content)
+    assert postgres.query(db, "SELECT cluster_name, state FROM clusters WHERE cluster_id = %s", (cluster_id,)) == \
+        [("pg-cluster", "TERMINATED")]
+    assert postgres.query(db, "SELECT count(*) FROM cluster_events WHERE cluster_id = %s", (cluster_id,))[0][0] > 0
+    [(head,)] = postgres.query(db, "SELECT version_num FROM alembic_version")
+    assert head  # every migration applied on PostgreSQL
+    assert PG_PASSWORD not in (workspace.home / "metastore" / "metastore.log").read_text(errors="replace") \
+        if (workspace.home / "metastore" / "metastore.log").exists() else True
+
+    workspace.stop()
+    workspace.start()
+    w = workspace.client()
+    assert w.users.get(user.id).user_name == "pg-user@example.com"
+    assert any(t.comment == "pg admin token" for t in w.tokens.list())
+    assert workspace.client(user_token).current_user.me().user_name == "pg-user@example.com"
+    assert w.dbutils.secrets.get("pgscope", "pw") == "pg-s3cret-value"
+    exported = w.workspace.export("/Shared/pg/nb", format=ExportFormat.SOURCE)
+    assert b"stored in postgres" in base64.b64decode(exported.content)
+    got = w.clusters.get(cluster_id)
+    assert (got.cluster_name, got.state.value) == ("pg-cluster", "TERMINATED")
+    # A too-long value is a 400 on PostgreSQL too (it enforces column lengths; SQLite does not).
+    r = requests.post(f"{workspace.url}/api/2.0/secrets/scopes/create",
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, json={"scope": "s" * 300}, timeout=30)
+    assert r.status_code == 400, r.text
+
+
+def test_mlflow_tracking_and_registry_in_postgres(workspace, postgres, database, monkeypatch):  # noqa: F811
+    from mlflow import MlflowClient
+
+    db = database.rsplit("/", 1)[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", ADMIN_TOKEN)
+    client = MlflowClient(tracking_uri=workspace.url, registry_uri=workspace.url)
+    name = f"pg-exp-{uuid.uuid4().hex[:6]}"
+    experiment_id = client.create_experiment(f"/Shared/{name}")
+    run = client.create_run(experiment_id, run_name="pg-run")
+    run_id = run.info.run_id
+    client.log_param(run_id, "alpha", "0.5")
+    for step, value in enumerate((0.7, 0.8, 0.9)):
+        client.log_metric(run_id, "auc", value, step=step)
+    client.set_terminated(run_id)
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    client.transition_model_version_stage(name, version.version, "Production")
+    assert client.get_run(run_id).data.metrics["auc"] == 0.9
+    assert client.get_model_version(name, version.version).current_stage == "Production"
+
+    # MLflow's tables are in schema `mlflow` of the workspace's database (its own migrations applied).
+    assert postgres.query(db, "SELECT version_num FROM mlflow.alembic_version")[0][0]
+    assert postgres.query(db, "SELECT name, status, user_id FROM mlflow.runs WHERE run_uuid = %s", (run_id,)) == \
+        [("pg-run", "FINISHED", "admin")]
+    assert postgres.query(db, "SELECT key, value FROM mlflow.params WHERE run_uuid = %s", (run_id,)) == \
+        [("alpha", "0.5")]
+    assert sorted(postgres.query(db, "SELECT step, value FROM mlflow.metrics WHERE run_uuid = %s AND key = 'auc'",
+                                 (run_id,))) == [(0, 0.7), (1, 0.8), (2, 0.9)]
+    assert postgres.query(db, "SELECT name FROM mlflow.experiments WHERE experiment_id = %s",
+                          (int(experiment_id),)) == [(f"/Shared/{name}",)]
+    assert postgres.query(db, "SELECT current_stage, run_id FROM mlflow.model_versions WHERE name = %s",
+                          (name,)) == [("Production", run_id)]
+    # The workspace's own history of the stage change sits with the workspace's tables.
+    assert postgres.query(db, "SELECT kind, to_value, user_name FROM mlflow_registry_events WHERE model_name = %s",
+                          (name,)) == [("STAGE", "Production", "admin")]
+    # Nothing of MLflow in the workspace's schema, and no SQLite file.
+    assert postgres.query(db, "SELECT count(*) FROM information_schema.tables "
+                              "WHERE table_schema = 'public' AND table_name = 'runs'") == [(0,)]
+    assert not (workspace.home / "mlflow.db").exists()
