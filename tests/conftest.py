@@ -19,6 +19,7 @@ from brickyard.app import create_app
 from brickyard.bootstrap import bootstrap
 from brickyard.context import open_workspace
 from brickyard.settings import Settings
+from ui_support import anon_page, browser, page  # noqa: F401 - web UI fixtures (Playwright)
 
 REPO = Path(__file__).resolve().parent.parent
 # A private variable of the workspace process: it must never reach drivers, workers or kernels.

@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
 
     for router in routers():
         app.include_router(router)
+    from brickyard import ui
+
+    ui.mount(app)  # the web UI's pages and static files (before MLflow's catch-all route)
     from brickyard.tracking.gateway import mount as mount_mlflow
 
     mount_mlflow(app)  # after every router: the workspace's own MLflow routes win

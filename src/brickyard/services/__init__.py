@@ -54,4 +54,7 @@ def build_services(ws: "Workspace") -> dict:
     from brickyard import serving
 
     services.update(serving.build(ws))
+    from brickyard.services.web_sessions import WebSessionService
+
+    services["web_sessions"] = WebSessionService(ws.keyring, users, services["tokens"])
     return services
