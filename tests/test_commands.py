@@ -138,11 +138,80 @@ def test_workspace_private_environment_does_not_reach_user_code(server, w, clust
 def test_workspace_private_environment_does_not_reach_kernels(w, cluster_id, monkeypatch):
     monkeypatch.setenv("BRICKYARD_MASTER_KEY", "never-in-a-notebook")
     monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "nor-this")
-    created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON,
-                                                  timeout=T)
+    # Two contexts: the first may take the cluster's spare kernel (started before these variables were
+    # set); the second starts a kernel now (its spare's replacement starts later).
+    created = [w.command_execution.create(cluster_id=cluster_id, language=compute.Language.PYTHON).context_id
+               for _ in range(2)]
     try:
-        r = run(w, cluster_id, created.id, "import os\nsorted(v for v in os.environ.values() "
-                                           "if v in ('never-in-a-notebook', 'nor-this'))")
-        assert r.results.data == "[]"
+        for context_id in created:
+            r = run(w, cluster_id, context_id, "import os\nsorted(v for v in os.environ.values() "
+                                               "if v in ('never-in-a-notebook', 'nor-this'))")
+            assert r.results.data == "[]"
     finally:
-        w.command_execution.destroy(cluster_id, created.id)
+        for context_id in created:
+            w.command_execution.destroy(cluster_id, context_id)
+
+
+def wait_for(fn, timeout=180, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := fn():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        return dict(e.decode().split("=", 1) for e in fh.read().split(b"\0") if b"=" in e)
+
+
+def test_context_takes_the_spare_kernel_and_binds_it_to_the_caller(server, w, cluster_id, unique):
+    """A running cluster keeps a pre-started kernel; contexts/create hands it out as the caller's, and a new
+    spare replaces it."""
+    contexts = server.workspace.services["contexts"]
+    pid = wait_for(lambda: contexts.spare_pid(cluster_id), what="a spare kernel")
+    spare_env = environ_of(pid)
+    assert spare_env["BRICKYARD_SPARE_KERNEL"] == "1"
+    assert not {"BRICKYARD_TOKEN", "DATABRICKS_TOKEN", "BRICKYARD_USER"} & spare_env.keys()
+    user = unique("spare-user")
+    _, token = server.new_user(user)
+    uw = server.client(token)
+    ctx = uw.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
+    try:
+        code = ("import os, requests\n"
+                "me = requests.get(os.environ['DATABRICKS_HOST'] + '/api/2.0/preview/scim/v2/Me',\n"
+                "                  headers={'Authorization': 'Bearer ' + os.environ['DATABRICKS_TOKEN']}).json()\n"
+                "print(os.getpid(), me['userName'], os.environ['BRICKYARD_USER'], "
+                "'BRICKYARD_SPARE_KERNEL' in os.environ, spark.range(1000).count())")
+        r = run(uw, cluster_id, ctx.id, code)
+        assert r.results.data == f"{pid} {user} {user} False 1000", r.results
+        # The user's token is redacted like a secret, and dbutils works as the user.
+        r = run(uw, cluster_id, ctx.id, "print(os.environ['DATABRICKS_TOKEN'])\nprint(len(dbutils.fs.ls('/')) >= 0)")
+        assert r.results.data == "[REDACTED]\nTrue", r.results
+        new = wait_for(lambda: (p := contexts.spare_pid(cluster_id)) not in (None, pid) and p,
+                       what="a new spare kernel")
+        assert new != pid
+    finally:
+        uw.command_execution.destroy(cluster_id, ctx.id)
+
+
+def test_spare_kernels_stop_with_their_cluster(server, w, unique):
+    from brickyard.compute.runtime import pid_alive
+
+    contexts = server.workspace.services["contexts"]
+    cluster = w.clusters.create_and_wait(
+        cluster_name=unique("spare"), spark_version="17.3.x-scala2.13", node_type_id="local.small", num_workers=0,
+        spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
+        timeout=timedelta(minutes=5)).cluster_id
+    try:
+        first = wait_for(lambda: contexts.spare_pid(cluster), what="a spare kernel")
+        w.clusters.restart_and_wait(cluster, timeout=timedelta(minutes=5))
+        assert not pid_alive(first)
+        second = wait_for(lambda: contexts.spare_pid(cluster), what="a spare kernel after the restart")
+        assert second != first
+        w.clusters.delete_and_wait(cluster, timeout=timedelta(minutes=5))
+        assert contexts.spare_pid(cluster) is None
+        assert not pid_alive(second)
+    finally:
+        w.clusters.permanent_delete(cluster)

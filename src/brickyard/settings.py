@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Base64 (urlsafe or standard) 32-byte key; overrides the key file in the home.
     master_key: str | None = None
     bootstrap_token: str | None = None
+    # Keep one pre-started kernel per running cluster for the next execution context.
+    context_spares: bool = True
     # Public base URL for links (signed URLs); derived from host/port when empty.
     public_url: str = ""
     # Azure Key Vault client options, so that a local emulator works.

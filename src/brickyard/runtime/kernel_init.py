@@ -3,11 +3,18 @@
 Executed by the kernel as ``from brickyard.runtime.kernel_init import *``: it attaches to the
 cluster's driver and predefines what Databricks notebooks expect: spark, sc, sqlContext,
 dbutils, display, displayHTML, udf, table, sql, getArgument, and the cell magics.
+
+A spare kernel (BRICKYARD_SPARE_KERNEL=1, started ahead of any context by the workspace) does the
+user-independent part only: the imports, the attachment to the driver, spark/sc/sqlContext. It
+carries no user's token or identity until ``_bind(path)`` reads them from a private file the
+workspace writes when it hands the kernel to a context; only then are dbutils, MLflow and the
+magics set up, before any of the user's code runs.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import decimal as _decimal
+import importlib as _importlib
 import json as _json
 import os as _os
 import signal as _signal
@@ -180,10 +187,6 @@ def _new_dbutils(params=None, notebook_path=None):  # noqa: ANN001, ANN202
     return _dbutils_mod.from_env(params=params, notebook_path=notebook_path)
 
 
-dbutils = _new_dbutils()
-getArgument = dbutils.widgets.getArgument  # noqa: N816 - Databricks' name
-
-
 def _setup_frame():  # noqa: ANN202
     try:
         shell = get_ipython()  # noqa: F821
@@ -229,12 +232,42 @@ def _report_exit_as_success(shell) -> None:  # noqa: ANN001
     kernel.do_execute = do_execute
 
 
-_frame = _setup_frame()
-
 # MLflow: the workspace tracks this kernel's runs and its Spark workers' runs; cells link to them.
 from brickyard.runtime import mlflow_setup as _mlflow_setup  # noqa: E402
 
-_mlflow_setup.install(sc)
+SPARE_ENV = "BRICKYARD_SPARE_KERNEL"
+dbutils = getArgument = _frame = None
+
+
+def _bind_user() -> None:
+    """The user-bound part: dbutils (the user's token), widgets, magics, MLflow."""
+    global dbutils, getArgument, _frame  # noqa: PLW0603
+    dbutils = _new_dbutils()
+    getArgument = dbutils.widgets.getArgument  # noqa: N806 - Databricks' name
+    _frame = _setup_frame()
+    _mlflow_setup.install(sc)
+
+
+def _bind(path: str) -> None:
+    """Give this spare kernel to its context: the user's variables from `path` (read, then deleted)."""
+    if _os.environ.get(SPARE_ENV) != "1":
+        raise RuntimeError("This kernel is bound already.")
+    with open(path, encoding="utf-8") as f:
+        env = _json.load(f)
+    _os.remove(path)
+    _os.environ.update({str(k): str(v) for k, v in env.items()})
+    del _os.environ[SPARE_ENV]
+    _importlib.invalidate_caches()  # packages installed on the cluster since the kernel started
+    _bind_user()
+    try:
+        ns = get_ipython().user_ns  # noqa: F821
+    except NameError:
+        ns = globals()
+    ns["dbutils"], ns["getArgument"] = dbutils, getArgument
+
+
+if _os.environ.get(SPARE_ENV) != "1":
+    _bind_user()
 
 __all__ = ["spark", "sc", "sqlContext", "sql", "table", "udf", "display", "displayHTML", "dbutils", "getArgument",
            "_brickyard_sql"]

@@ -1,8 +1,19 @@
-"""Execution contexts (Command Execution API 1.2): one Jupyter kernel per context, attached to the cluster."""
+"""Execution contexts (Command Execution API 1.2): one Jupyter kernel per context, attached to the cluster.
+
+Starting a kernel and attaching it to the driver takes seconds (Python, IPython, PySpark, the py4j
+session). So each RUNNING cluster keeps one spare kernel, started and attached ahead of time with no
+user in it (no token, no user name, no dbutils; see runtime/kernel_init.py). contexts/create hands
+the spare out: the workspace mints the caller's token, writes the caller's variables to a 0600 file
+the kernel reads and deletes (``_bind``), and only then runs commands; a new spare is started a
+little later. A spare is used once, belongs to one cluster run (its driver's gateway) and stops
+with it; job clusters get none.
+"""
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import os
 import queue
 import re
 import secrets
@@ -24,6 +35,12 @@ LANGUAGES = ("python", "sql", "scala", "r")
 OBJECT_REPR_RE = re.compile(r"^\[?<[^<>\n]+>(, <[^<>\n]+>)*\]?$|^\[?Text\(")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_START_TIMEOUT = 120
+# After a spare is handed out, its replacement starts this much later: a kernel start is seconds of
+# CPU, which would slow down the first commands of the context just created on a small host.
+SPARE_REFILL_DELAY = 3.0
+SPARE_ENV = "BRICKYARD_SPARE_KERNEL"
+# The variables that make a spare kernel its user's: set by _bind, never present in a spare.
+USER_ENV = ("BRICKYARD_TOKEN", "DATABRICKS_TOKEN", "BRICKYARD_USER")
 # Contexts live until destroyed; their kernel's token is deleted then, and expires anyway.
 CONTEXT_TOKEN_SECONDS = 7 * 24 * 3600
 
@@ -56,6 +73,23 @@ class Context:
     running: Command | None = None
     owner: Principal | None = None
     token_id: str | None = None
+
+
+@dataclass
+class Spare:
+    """A kernel started and attached to a cluster ahead of time, for the next context created there."""
+    ctx_id: str
+    cluster_id: str
+    procs: object
+    kernel: object = None
+    client: object = None
+    cancelled: bool = False
+    stopped: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(getattr(self.kernel, "provisioner", None), "process", None)
+        return process.pid if process is not None else None
 
 
 def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
@@ -107,18 +141,23 @@ class ContextService:
         self.clusters = clusters
         self.contexts: dict[str, Context] = {}
         self._lock = threading.Lock()
+        self.spares: dict[str, Spare] = {}  # cluster id -> its ready spare kernel
+        self._starting: dict[str, Spare] = {}  # cluster id -> the spare being started
+        self._closed = False
         clusters.stop_listeners.append(self.cluster_stopped)
+        clusters.start_listeners.append(self.cluster_started)
 
     # ---- API -----------------------------------------------------------------------------
     def create(self, caller: Principal, cluster_id: object, language: object) -> str:
         lang = self._language(language)
         procs = self._running_cluster(cluster_id)
         self.clusters.check_attach(caller, cluster_id)  # single-user clusters run their user's code only
-        ctx = Context(id=str(secrets.randbelow(9 * 10**18) + 10**18), cluster_id=cluster_id, language=lang,
+        spare = self._take_spare(cluster_id, procs)
+        ctx = Context(id=spare.ctx_id if spare else new_context_id(), cluster_id=cluster_id, language=lang,
                       owner_id=caller.id, owner=caller)
         with self._lock:
             self.contexts[ctx.id] = ctx
-        threading.Thread(target=self._run_context, args=(ctx, procs), name=f"context-{ctx.id}",
+        threading.Thread(target=self._run_context, args=(ctx, procs, spare), name=f"context-{ctx.id}",
                          daemon=True).start()
         return ctx.id
 
@@ -226,36 +265,61 @@ class ContextService:
 
         Returns (kernel manager, client, token id); give all three to stop_kernel.
         """
-        from jupyter_client import KernelManager
-
-        from brickyard.runtime.dbfs_paths import namespace_argv
-
         token, token_id = mint_kernel_token(self.ws, user, token_lifetime)
         try:
-            km = KernelManager()
-            argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                    "--IPKernelApp.exec_lines=['from brickyard.runtime.kernel_init import *']",
-                    "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
-            argv = (namespace_argv(str(self.ws.settings.dbfs_root)) or []) + argv
-            km._kernel_spec = _spec(argv)  # noqa: SLF001 - a kernel spec without a kernels dir
-            workdir.mkdir(parents=True, exist_ok=True)
-            km.connection_file = str(workdir / "connection.json")
-            env = self.kernel_env(kernel_id or workdir.name, procs, {
-                "BRICKYARD_TOKEN": token, "DATABRICKS_TOKEN": token,
-                "DATABRICKS_HOST": local_api_url(self.ws.settings), "BRICKYARD_USER": user.user_name,
-                **(env_extra or {})})
-            log_file = open(workdir / "kernel.log", "ab")  # noqa: SIM115 - owned by the kernel process
-            try:
-                km.start_kernel(env=env, cwd=str(workdir), stdout=log_file, stderr=subprocess.STDOUT)
-            finally:
-                log_file.close()
-            client = km.client()
-            client.start_channels()
-            client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+            km, client = self._launch(procs, workdir, kernel_id or workdir.name,
+                                      {**self.user_env(user, token), **(env_extra or {})})
         except BaseException:
             revoke_kernel_token(self.ws, token_id)
             raise
         return km, client, token_id
+
+    def user_env(self, user: Principal, token: str) -> dict:
+        """The variables that make a kernel its user's (USER_ENV, and the host they go with)."""
+        return {"BRICKYARD_TOKEN": token, "DATABRICKS_TOKEN": token,
+                "DATABRICKS_HOST": local_api_url(self.ws.settings), "BRICKYARD_USER": user.user_name}
+
+    def _launch(self, procs, workdir: Path, kernel_id: str, env_extra: dict,  # noqa: ANN001, ANN202
+                spare: Spare | None = None):
+        """A kernel process attached to the cluster's driver, ready; returns (kernel manager, client).
+
+        A spare gets its kernel manager as soon as the process exists, so that a cluster stopping
+        meanwhile can stop it.
+        """
+        from jupyter_client import KernelManager
+
+        from brickyard.runtime.dbfs_paths import namespace_argv
+
+        km = KernelManager()
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                "--IPKernelApp.exec_lines=['from brickyard.runtime.kernel_init import *']",
+                "--HistoryManager.enabled=False", "--IPKernelApp.quiet=False"]
+        argv = (namespace_argv(str(self.ws.settings.dbfs_root)) or []) + argv
+        km._kernel_spec = _spec(argv)  # noqa: SLF001 - a kernel spec without a kernels dir
+        workdir.mkdir(parents=True, exist_ok=True)
+        km.connection_file = str(workdir / "connection.json")
+        env = self.kernel_env(kernel_id, procs, env_extra)
+        log_file = open(workdir / "kernel.log", "ab")  # noqa: SIM115 - owned by the kernel process
+        try:
+            km.start_kernel(env=env, cwd=str(workdir), stdout=log_file, stderr=subprocess.STDOUT)
+        finally:
+            log_file.close()
+        client = km.client()
+        try:
+            if spare is not None:
+                spare.kernel = km
+                if spare.cancelled:
+                    raise RuntimeError("The cluster stopped while its spare kernel started.")
+            client.start_channels()
+            client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+        except BaseException:
+            if spare is not None:
+                spare.client = client
+                self._stop_spare(spare)
+            else:
+                self.stop_kernel(km, client, None)
+            raise
+        return km, client
 
     def stop_kernel(self, km, client, token_id: str | None) -> None:  # noqa: ANN001
         try:
@@ -278,9 +342,9 @@ class ContextService:
         with self.ws.store.session() as sess:
             return principal_of(self.ws.services["users"].get(sess, user_id))
 
-    def _run(self, ctx: Context, code: str) -> dict:
+    def _run(self, ctx: Context | Spare, code: str, timeout: float | None = None) -> dict:
         msgs: list[dict] = []
-        reply = ctx.client.execute_interactive(code, timeout=None, output_hook=msgs.append, allow_stdin=False,
+        reply = ctx.client.execute_interactive(code, timeout=timeout, output_hook=msgs.append, allow_stdin=False,
                                                store_history=True)
         if reply["content"].get("status") == "error" and not any(m["msg_type"] == "error" for m in msgs):
             msgs.append({"msg_type": "error", "content": reply["content"]})
@@ -296,12 +360,13 @@ class ContextService:
         tmp.replace(folder / name)
         return f"/plots/{name}"
 
-    def _run_context(self, ctx: Context, procs) -> None:  # noqa: ANN001
+    def _run_context(self, ctx: Context, procs, spare: Spare | None = None) -> None:  # noqa: ANN001
         try:
-            ctx.kernel, ctx.client = self._start_kernel(ctx, procs)
-            check = self._run(ctx, "spark.range(1).count()")
-            if check["resultType"] == "error":
-                raise RuntimeError(f"{check['summary']}\n{check.get('cause', '')[-2000:]}")
+            if spare is not None and not self._bind(ctx, spare):
+                spare = None
+            if spare is None:
+                ctx.kernel, ctx.client = self._start_kernel(ctx, procs)
+                self._check(ctx)
             ctx.status = "Running"
         except Exception as exc:  # noqa: BLE001 - reported through contexts/status
             log.warning("context %s failed to start: %s", ctx.id, exc)
@@ -332,6 +397,111 @@ class ContextService:
                 cmd.status = "Finished"  # as on Databricks, failed code is Finished with an error result
             cmd.results = results
 
+    def _check(self, ctx: Context | Spare, timeout: float | None = None) -> None:
+        """The kernel reaches Spark (raises with the error otherwise)."""
+        check = self._run(ctx, "spark.range(1).count()", timeout)
+        if check["resultType"] == "error":
+            raise RuntimeError(f"{check['summary']}\n{check.get('cause', '')[-2000:]}")
+
+    # ---- spare kernels -------------------------------------------------------------------
+    def spare_pid(self, cluster_id: str) -> int | None:
+        """The process id of the cluster's ready spare kernel, if it has one."""
+        spare = self.spares.get(cluster_id)
+        return spare.pid if spare is not None else None
+
+    def cluster_started(self, cluster_id: str) -> None:
+        self._schedule_spare(cluster_id, 0)
+
+    def _schedule_spare(self, cluster_id: str, delay: float) -> None:
+        if self._closed or not self.ws.settings.context_spares:
+            return
+        timer = threading.Timer(delay, self._start_spare, args=(cluster_id,))
+        timer.daemon = True
+        timer.name = f"spare-{cluster_id}"
+        timer.start()
+
+    def _start_spare(self, cluster_id: str) -> None:
+        procs = self.clusters.procs.get(cluster_id)
+        if procs is None or self._closed:
+            return
+        try:
+            info = self.clusters.get(cluster_id)
+        except BrickyardError:
+            return
+        if info.get("state") != "RUNNING" or info.get("cluster_source") == "JOB":
+            return  # job clusters run job tasks, not execution contexts
+        spare = Spare(ctx_id=new_context_id(), cluster_id=cluster_id, procs=procs)
+        with self._lock:
+            if cluster_id in self.spares or cluster_id in self._starting:
+                return
+            self._starting[cluster_id] = spare
+        try:
+            workdir = Path(procs.cluster_dir) / "contexts" / spare.ctx_id
+            spare.kernel, spare.client = self._launch(procs, workdir, spare.ctx_id, {SPARE_ENV: "1"}, spare)
+            self._check(spare, timeout=KERNEL_START_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - contexts then start kernels the slow way
+            if not spare.cancelled:
+                log.warning("cluster %s: spare kernel failed to start: %s", cluster_id, exc)
+            spare.cancelled = True
+        with self._lock:
+            if self._starting.get(cluster_id) is spare:
+                del self._starting[cluster_id]
+            keep = (not spare.cancelled and not self._closed and self.clusters.procs.get(cluster_id) is procs)
+            if keep:
+                self.spares[cluster_id] = spare
+        if not keep:
+            self._stop_spare(spare)
+
+    def _take_spare(self, cluster_id: str, procs) -> Spare | None:  # noqa: ANN001
+        with self._lock:
+            spare = self.spares.pop(cluster_id, None)
+        if spare is None:
+            return None
+        if spare.procs is not procs or not spare.kernel.is_alive():
+            self._stop_spare(spare)
+            spare = None
+        self._schedule_spare(cluster_id, SPARE_REFILL_DELAY)
+        return spare
+
+    def _bind(self, ctx: Context, spare: Spare) -> bool:
+        """Make the spare kernel the caller's context; False (spare stopped) when that fails."""
+        ctx.kernel, ctx.client = spare.kernel, spare.client
+        token_id = None
+        try:
+            owner = ctx.owner or self._owner(ctx.owner_id)
+            token, token_id = mint_kernel_token(self.ws, owner, CONTEXT_TOKEN_SECONDS)
+            path = Path(spare.procs.cluster_dir) / "contexts" / spare.ctx_id / f".bind-{secrets.token_hex(8)}.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.user_env(owner, token), f)
+            reply = ctx.client.execute_interactive(
+                f"from brickyard.runtime.kernel_init import _bind as _brickyard_bind\n"
+                f"_brickyard_bind({str(path)!r})\ndel _brickyard_bind",
+                silent=True, store_history=False, allow_stdin=False, timeout=KERNEL_START_TIMEOUT,
+                output_hook=lambda msg: None)
+            path.unlink(missing_ok=True)
+            if reply["content"].get("status") != "ok":
+                raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+            ctx.token_id = token_id
+            return True
+        except Exception as exc:  # noqa: BLE001 - the context starts a kernel of its own instead
+            log.warning("context %s: the spare kernel could not be bound: %s", ctx.id, exc)
+            ctx.kernel = ctx.client = None
+            self.stop_kernel(spare.kernel, spare.client, token_id)
+            return False
+
+    def _stop_spare(self, spare: Spare) -> None:
+        with self._lock:
+            spare.cancelled = True
+            first, spare.stopped = not spare.stopped, True
+        try:
+            if spare.client is not None:
+                spare.client.stop_channels()
+            if first and spare.kernel is not None:
+                spare.kernel.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001
+            log.exception("stopping the spare kernel of cluster %s", spare.cluster_id)
+
     def _shutdown(self, ctx: Context, forget: bool = True) -> None:
         if forget:
             with self._lock:
@@ -344,12 +514,33 @@ class ContextService:
             log.exception("stopping context %s", ctx.id)
 
     def cluster_stopped(self, cluster_id: str) -> None:
+        with self._lock:
+            spare = self.spares.pop(cluster_id, None)
+            starting = self._starting.get(cluster_id)
+            if starting is not None:
+                starting.cancelled = True  # its starter stops it too, and forgets it
+        for gone in (spare, starting):
+            if gone is not None and gone.kernel is not None:
+                self._stop_spare(gone)
         for ctx in [c for c in self.contexts.values() if c.cluster_id == cluster_id]:
             self._shutdown(ctx)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            spares = list(self.spares.values())
+            self.spares.clear()
+            for starting in self._starting.values():
+                starting.cancelled = True
+            spares += [s for s in self._starting.values() if s.kernel is not None]
+        for spare in spares:
+            self._stop_spare(spare)
         for ctx in list(self.contexts.values()):
             self._shutdown(ctx)
+
+
+def new_context_id() -> str:
+    return str(secrets.randbelow(9 * 10**18) + 10**18)
 
 
 def local_api_url(settings) -> str:  # noqa: ANN001
