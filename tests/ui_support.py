@@ -58,8 +58,10 @@ def page(browser, server):
     context.close()
 
 
-def login_with_token(page, token: str, next_path: str = "/") -> None:  # noqa: ANN001
-    page.goto("/login?next=" + next_path)
+def login_with_token(page, token: str, next_path: str | None = None) -> None:  # noqa: ANN001
+    """Sign in on the login page the browser is on (after a redirect), or open /login?next=next_path."""
+    if next_path is not None or "/login" not in page.url:
+        page.goto("/login?next=" + (next_path or "%2F"))
     page.click("a[data-tab=token]")
     page.fill("#login-token input[name=token]", token)
     with page.expect_navigation():

@@ -1,8 +1,9 @@
 """The route in front of MLflow: our token authentication, refusals, and the two URI dialects.
 
 Every MLflow path family (/api/2.0/mlflow, /api/3.0/mlflow, /ajax-api, /api/2.0/mlflow-artifacts
-and the UI under /ml/) reaches MLflow only through here, after the caller's bearer token has
-been checked. Clients that do not speak through the Databricks SDK see artifact locations as
+and the UI under /ml/) reaches MLflow only through here, after the caller's bearer token (or,
+for the MLflow UI in a browser, the web UI's session cookie: see COOKIE_PREFIXES) has been
+checked. Clients that do not speak through the Databricks SDK see artifact locations as
 `mlflow-artifacts:/...` (served by MLflow's proxy); Databricks clients see the stored `dbfs:/...`.
 """
 from __future__ import annotations
@@ -35,8 +36,54 @@ PATH_PARAMS = ("path", "artifact_path", "artifact_file_path", "artifact_director
 URI_FIELDS = frozenset({"artifact_uri", "artifact_location", "source", "root_uri", "storage_location"})
 STORE_MARKER = b"dbfs:/databricks/mlflow-tracking"
 MAX_JSON_BODY = 16 << 20
+# The MLflow UI at /ml/ runs in the browser on the web UI's login: its page, its relative
+# ajax-api/graphql/artifact calls (all under /ml/) and MLflow's absolute /ajax-api/ calls accept
+# the UI's session cookie. The REST families (/api/...) never do: they need a bearer token.
+COOKIE_PREFIXES = (UI_PREFIX + "/", "/ajax-api/")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cookie_principal(request: Request):  # noqa: ANN202
+    """The web UI session's user for a browser call to the MLflow UI, or None."""
+    if not request.url.path.startswith(COOKIE_PREFIXES):
+        return None
+    from brickyard.ui.core import current_user
+
+    principal = current_user(request)
+    if principal is not None and request.method not in SAFE_METHODS and not _same_origin_browser(request):
+        raise BrickyardError("PERMISSION_DENIED", "Cross-site request refused: a state-changing call with the "
+                             "web session must come from this workspace's own pages.")
+    return principal
+
+
+def _same_origin_browser(request: Request) -> bool:
+    """A state-changing cookie call must prove it comes from our origin: the browser's
+    Sec-Fetch-Site says same-origin, or its Origin header is this host (MLflow's fetches send both)."""
+    from brickyard.ui.core import same_origin
+
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is None and origin is None:
+        return False
+    return same_origin(request)
+
+
+def _wants_login_page(request: Request) -> bool:
+    """A browser opening an MLflow UI page (not an API call) is sent to the sign-in page instead of a 401."""
+    if request.method != "GET" or not request.url.path.startswith(UI_PREFIX + "/"):
+        return False
+    if request.headers.get("sec-fetch-mode") == "navigate":
+        return True
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "/ajax-api/" not in request.url.path
+
+
 async def _authenticate(request: Request):  # noqa: ANN202
     token = bearer_token(request)
+    if not token:
+        principal = await run_in_threadpool(_cookie_principal, request)
+        if principal is not None:
+            return principal
     ws = request.app.state.workspace
     cache = ws.services["mlflow"].auth_cache
     key = hashlib.sha256(token.encode()).digest() if token else b""
@@ -193,6 +240,12 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         return
     target = mlflow_target(path)
     request = Request(scope, receive)
+    if not bearer_token(request) and _wants_login_page(request):
+        from brickyard.ui.core import current_user, login_url
+
+        if await run_in_threadpool(current_user, request) is None:
+            await RedirectResponse(login_url(request), status_code=303)(scope, receive, send)
+            return
     principal = await _authenticate(request)
     if REFUSED.search(target):
         raise BrickyardError("ENDPOINT_NOT_FOUND", f"'{path}' is not offered by this workspace's MLflow server.")
