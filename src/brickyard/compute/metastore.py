@@ -1,15 +1,17 @@
 """The workspace's one Hive metastore: a supervised Thrift service that every cluster shares.
 
 It runs from the jars pyspark ships (Hive 2.3, Derby, DataNucleus), with Derby embedded in
-the service under <home>/metastore/metastore_db, or any JDBC database (PostgreSQL for teams:
-jdbc_url="jdbc:postgresql://host/db", whose driver comes from the JVM cache). Its pid and
-port are recorded in <home>/metastore/metastore.json, so a restarted workspace adopts the
+the service under <home>/metastore/metastore_db, or PostgreSQL for teams: with a PostgreSQL
+BRICKYARD_DATABASE_URL the service keeps its tables in schema `hive` of the workspace's
+database (jdbc:postgresql://host/db?currentSchema=hive, the driver from the JVM cache). Its pid
+and port are recorded in <home>/metastore/metastore.json, so a restarted workspace adopts the
 running service (or restarts it when its configuration changed).
 
-PostgreSQL is wired (URL, user, password, driver jar) but not yet proven: in a manual try
-with a local PostgreSQL 15 the service started and created databases, then hung in
-create_table while DataNucleus auto-created the schema; load Hive's own
-hive-schema-2.3.0.postgres.sql first and set autoCreateAll off before relying on it.
+On PostgreSQL the schema is created before the service starts, from Hive's own SQL scripts
+(hive-schema-1.2.0 and the upgrades to 2.3.0, read from the standalone metastore archive in
+the JVM cache), in one transaction under an advisory lock; the service then runs with
+DataNucleus' auto-creation off and schema verification on. (Leaving the creation to DataNucleus
+hangs: it creates tables lazily, inside the transactions of the first requests.)
 """
 from __future__ import annotations
 
@@ -18,15 +20,19 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from brickyard.compute import runtime
+from brickyard.jvm import jvm_cache_dir
 from brickyard.compute.spark_conf import WAREHOUSE_DIR, MountLink, dbfs_hadoop_conf, local_uri, needs_s3a
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,19 @@ rootLogger.appenderRef.console.ref = console
 logger.hms.name = org.apache.hadoop.hive.metastore.HiveMetaStore
 logger.hms.level = info
 """
+
+
+# Hive's PostgreSQL scripts that build the schema of the Hive 2.3 metastore pyspark ships.
+HIVE_SCHEMA_VERSION = "2.3.0"
+HIVE_SCHEMA_ARCHIVE = "hive-standalone-metastore-*-bin.tar.gz"  # jvm-artifacts.txt
+POSTGRES_SCRIPTS = (
+    "hive-schema-1.2.0.postgres.sql",
+    "upgrade-1.2.0-to-2.0.0.postgres.sql",
+    "upgrade-2.0.0-to-2.1.0.postgres.sql",
+    "upgrade-2.1.0-to-2.2.0.postgres.sql",
+    "upgrade-2.2.0-to-2.3.0.postgres.sql",
+)
+SCHEMA_LOCK_KEY = 0x42726B48  # pg_advisory_xact_lock: one schema creation at a time
 
 
 class MetastoreError(RuntimeError):
@@ -78,6 +97,13 @@ class Metastore:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "Metastore":  # noqa: ANN001
+        """The workspace's metastore: on its PostgreSQL (schema `hive`) when it has one, else Derby."""
+        jdbc_url, user, password = settings.metastore_jdbc
+        return cls(settings.home, settings.dbfs_root, jdbc_url=jdbc_url, jdbc_user=user, jdbc_password=password,
+                   **kwargs)
+
     # ---- public ---------------------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -110,6 +136,8 @@ class Metastore:
                     return self.url
                 log.info("Hive metastore configuration changed: restarting it")
                 runtime.terminate(pid, self._proc, MAIN_CLASS)
+            if self.jdbc_url.startswith("jdbc:postgresql:"):
+                ensure_postgres_schema(self.jdbc_url, self.jdbc_user, self.jdbc_password)
             self._spawn(digest)
             try:
                 self._wait_ready(timeout)
@@ -159,12 +187,17 @@ class Metastore:
     def hive_site(self) -> dict[str, str]:
         """The hive-site.xml properties of the service."""
         tmp = self.dir / "tmp"
+        postgres = self.jdbc_url.startswith("jdbc:postgresql:")
         props = {
             "javax.jdo.option.ConnectionURL": self.jdbc_url
             or f"jdbc:derby:;databaseName={self.dir / 'metastore_db'};create=true",
             "javax.jdo.option.ConnectionDriverName": _driver_class(self.jdbc_url),
-            "datanucleus.schema.autoCreateAll": "true",
-            "hive.metastore.schema.verification": "false",
+            # Derby: DataNucleus creates the schema. PostgreSQL: Hive's scripts did (ensure_postgres_schema).
+            "datanucleus.schema.autoCreateAll": "false" if postgres else "true",
+            "hive.metastore.schema.verification": "true" if postgres else "false",
+            # Hive 2.3's default pool (BoneCP) is not in pyspark: DataNucleus falls back, but the
+            # transaction handler does not (DROP DATABASE: NoClassDefFoundError com/jolbox/bonecp).
+            "datanucleus.connectionPoolingType": "HikariCP",
             # Without this the service dies: NoClassDefFoundError com/lmax/disruptor (not in pyspark).
             "hive.async.log.enabled": "false",
             "hive.metastore.warehouse.dir": WAREHOUSE_DIR,
@@ -246,6 +279,82 @@ class Metastore:
         except OSError:
             return "(no log)"
         return "\n".join(text[-lines:]) + f"\n(log: {self.log_file})"
+
+
+def hive_schema_archive() -> Path:
+    """The cached archive holding Hive's SQL scripts (FileNotFoundError naming the fetch command)."""
+    cache = jvm_cache_dir()
+    found = sorted(cache.glob(HIVE_SCHEMA_ARCHIVE)) if cache.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no {HIVE_SCHEMA_ARCHIVE} in {cache}; run scripts/fetch-jvm-artifacts "
+                                "(./dev setup does) for the Hive metastore's PostgreSQL schema")
+    return found[-1]
+
+
+def postgres_schema_scripts() -> list[tuple[str, str]]:
+    """(name, SQL) of Hive's scripts that build schema 2.3.0 on PostgreSQL, in order.
+
+    Their `SET search_path = public, ...` is dropped: the tables go to the connection's schema.
+    """
+    wanted = {f"scripts/metastore/upgrade/postgres/{name}": name for name in POSTGRES_SCRIPTS}
+    texts: dict[str, str] = {}
+    with tarfile.open(hive_schema_archive(), "r:gz") as tar:
+        for member in tar:
+            rel = member.name.split("/", 1)[-1]
+            if rel in wanted and member.isfile():
+                texts[wanted[rel]] = tar.extractfile(member).read().decode("utf-8")
+    missing = [n for n in POSTGRES_SCRIPTS if n not in texts]
+    if missing:
+        raise MetastoreError(f"{hive_schema_archive()} lacks {', '.join(missing)}")
+    strip = re.compile(r"^\s*SET\s+search_path\b.*$", re.IGNORECASE | re.MULTILINE)
+    return [(name, strip.sub("", texts[name])) for name in POSTGRES_SCRIPTS]
+
+
+def _libpq_params(jdbc_url: str, user: str, password: str) -> tuple[dict, str]:
+    """psycopg connection keywords and the schema (currentSchema) of a jdbc:postgresql: URL."""
+    parts = urlsplit(jdbc_url.removeprefix("jdbc:"))
+    query = dict(parse_qsl(parts.query))
+    params = {"host": parts.hostname or "localhost", "port": parts.port or 5432,
+              "dbname": unquote(parts.path.lstrip("/")), "user": user or None, "password": password or None,
+              "connect_timeout": 30}
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+        if key in query:
+            params[key] = query[key]
+    return {k: v for k, v in params.items() if v is not None}, query.get("currentSchema", "public")
+
+
+def ensure_postgres_schema(jdbc_url: str, user: str = "", password: str = "") -> bool:
+    """Create the metastore's schema and tables on PostgreSQL unless they exist; True if created.
+
+    One transaction under an advisory lock, so two workspaces starting at once do not race,
+    and a failure leaves nothing half-built.
+    """
+    import psycopg
+
+    params, schema = _libpq_params(jdbc_url, user, password)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema):
+        raise MetastoreError(f"unsupported metastore schema name: {schema!r}")
+    try:
+        with psycopg.connect(**params) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(f'SET LOCAL search_path TO "{schema}"')
+            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."VERSION"',)).fetchone()[0]:
+                row = conn.execute('SELECT "SCHEMA_VERSION" FROM "VERSION"').fetchone()
+                if not row or row[0] != HIVE_SCHEMA_VERSION:
+                    raise MetastoreError(f"schema {schema!r} holds Hive metastore schema {row[0] if row else None}, "
+                                         f"not {HIVE_SCHEMA_VERSION} (the version of pyspark's Hive jars)")
+                return False
+            for name, sql in postgres_schema_scripts():
+                try:
+                    conn.execute(sql)
+                except psycopg.Error as exc:
+                    raise MetastoreError(f"Hive's {name} failed on PostgreSQL: {exc}") from exc
+            log.info("created the Hive metastore schema %s (Hive %s) on PostgreSQL", schema, HIVE_SCHEMA_VERSION)
+            return True
+    except psycopg.OperationalError as exc:
+        raise MetastoreError(f"cannot reach the metastore's PostgreSQL at {params['host']}:{params['port']}: "
+                             f"{exc}") from exc
 
 
 def _driver_class(jdbc_url: str) -> str:
