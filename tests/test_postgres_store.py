@@ -3,14 +3,17 @@ real `brickyard up` process and the real clients; the rows are checked in Postgr
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
 import requests
-from conftest import ADMIN_TOKEN, free_port, run_cli_server
+from conftest import ADMIN_TOKEN, free_port
 from pg_support import PG_PASSWORD, postgres  # noqa: F401  (the fixture)
 
 from brickyard.compute.metastore import Metastore
@@ -19,24 +22,47 @@ pytestmark = pytest.mark.slow
 
 
 class CliServer:
-    """`brickyard up` on a PostgreSQL database, restartable on the same home and database."""
+    """`brickyard up` on a PostgreSQL database, restartable on the same home and database.
+
+    Its output goes to a file (a pipe nobody reads would fill up and block the server)."""
 
     def __init__(self, home, url: str):
         self.home, self.port = home, free_port()
-        self.env = {"BRICKYARD_DATABASE_URL": url, "BRICKYARD_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
+        self.env = {**os.environ, "BRICKYARD_HOME": str(home), "BRICKYARD_PORT": str(self.port),
+                    "BRICKYARD_HOST": "127.0.0.1", "BRICKYARD_DATABASE_URL": url,
+                    "BRICKYARD_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home.parent / "server.log"
         self.proc: subprocess.Popen | None = None
-        self.output = ""
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def start(self) -> None:
-        self.proc = run_cli_server(self.home, self.port, self.env)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "brickyard.cli", "up", "--profile", "no"],
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited: {self.output[-3000:]}"
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server did not come up: {self.output[-3000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            out, _ = self.proc.communicate(timeout=60)
-            self.output += out
-            assert self.proc.returncode == 0, out[-3000:]
+            try:
+                self.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            assert self.proc.returncode == 0, self.output[-3000:]
         self.proc = None
 
     def client(self, token: str = ADMIN_TOKEN):
@@ -66,6 +92,7 @@ def workspace(postgres, database, tmp_path_factory):  # noqa: F811
 
 
 def test_workspace_data_in_postgres_survives_restart(workspace, postgres, database):  # noqa: F811
+    from databricks.sdk.service import compute
     from databricks.sdk.service.workspace import ExportFormat, ImportFormat, Language
 
     db = database.rsplit("/", 1)[1]
@@ -83,12 +110,23 @@ def test_workspace_data_in_postgres_survives_restart(workspace, postgres, databa
     w.workspace.mkdirs("/Shared/pg")
     w.workspace.import_("/Shared/pg/nb", content=base64.b64encode(notebook).decode(),
                         format=ImportFormat.SOURCE, language=Language.PYTHON)
-    created = w.clusters.create(cluster_name="pg-cluster", spark_version="17.3.x-cpu-ml-scala2.13",
-                                node_type_id="local.medium", num_workers=0,
-                                spark_conf={"spark.databricks.cluster.profile": "singleNode",
-                                            "spark.master": "local[*]"},
-                                custom_tags={"ResourceClass": "SingleNode"})
-    cluster_id = created.cluster_id
+    # A cluster: its catalog (the workspace's Hive metastore) is on the same PostgreSQL, schema hive.
+    cluster = w.clusters.create_and_wait(
+        cluster_name="pg-cluster", spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
+        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]"},
+        custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(minutes=5))
+    cluster_id = cluster.cluster_id
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.SQL,
+                                              timeout=timedelta(minutes=3))
+    done = w.command_execution.execute_and_wait(
+        cluster_id=cluster_id, context_id=ctx.id, language=compute.Language.SQL,
+        command="CREATE TABLE default.pg_wine USING DELTA AS SELECT 1 AS id, 'red' AS kind",
+        timeout=timedelta(minutes=3))
+    assert done.status == compute.CommandStatus.FINISHED and done.results.result_type != compute.ResultType.ERROR, \
+        done.results
+    assert postgres.query(db, 'SELECT d."NAME", t."TBL_NAME" FROM hive."TBLS" t JOIN hive."DBS" d '
+                              'ON d."DB_ID" = t."DB_ID" WHERE t."TBL_NAME" = \'pg_wine\'') == [("default", "pg_wine")]
+    assert not (workspace.home / "metastore" / "metastore_db").exists()  # no Derby
     w.clusters.delete(cluster_id)
     w.clusters.wait_get_cluster_terminated(cluster_id, timeout=timedelta(minutes=3))
 
@@ -109,10 +147,12 @@ def test_workspace_data_in_postgres_survives_restart(workspace, postgres, databa
     assert postgres.query(db, "SELECT count(*) FROM cluster_events WHERE cluster_id = %s", (cluster_id,))[0][0] > 0
     [(head,)] = postgres.query(db, "SELECT version_num FROM alembic_version")
     assert head  # every migration applied on PostgreSQL
-    assert PG_PASSWORD not in (workspace.home / "metastore" / "metastore.log").read_text(errors="replace") \
-        if (workspace.home / "metastore" / "metastore.log").exists() else True
+    # The database password is in the metastore's private hive-site.xml only, never in a log.
+    assert PG_PASSWORD not in (workspace.home / "metastore" / "metastore.log").read_text(errors="replace")
 
     workspace.stop()
+    assert "Brickyard workspace stopped." in workspace.output
+    assert PG_PASSWORD not in workspace.output and "s3cr%3At" not in workspace.output
     workspace.start()
     w = workspace.client()
     assert w.users.get(user.id).user_name == "pg-user@example.com"
