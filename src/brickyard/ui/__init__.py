@@ -12,6 +12,8 @@ PAGE_MODULES = (
     "pages_secrets",  # /secrets, /secrets/createScope, /secrets/scopes/<scope>
     "pages_settings",  # /settings/tokens, /settings/password
     "pages_admin",  # /admin/users
+    "pages_workspace",  # /workspace, /workspace/notebook, import/export/move/delete, Run on cluster
+    "pages_data",  # /data (DBFS browser), /data/upload (Upload Data)
 )
 
 
