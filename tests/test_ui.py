@@ -5,6 +5,7 @@ import re
 
 import pytest
 import requests
+from playwright.sync_api import expect
 from ui_support import csrf_of, login_with_password, login_with_token, session_cookies, shot
 
 pytestmark = pytest.mark.ui
@@ -198,7 +199,7 @@ def test_generate_use_and_revoke_token(page, server, unique):
     value = page.input_value("#token-value")
     assert re.fullmatch(r"dapi[0-9a-f]{32}", value)
     page.click("#copy-token")
-    assert page.locator("#copy-token").inner_text() == "Copied"
+    expect(page.locator("#copy-token")).to_have_text("Copied")
     shot(page, "settings-token-generated")
     r = requests.get(server.url + "/api/2.0/clusters/list", headers={"Authorization": f"Bearer {value}"},
                      timeout=30)
@@ -385,3 +386,20 @@ def test_mlflow_cookie_rules(page, server, unique):
     # An API client without a browser still gets 401 (not a login page) on /ml/.
     r = requests.get(server.url + "/ml/", timeout=30, allow_redirects=False)
     assert r.status_code == 401
+
+
+def test_password_guessing_is_throttled(page, anon_page, server, unique):
+    user = unique("ui-guess")
+    _add_user(page, user, "right-password-1")
+    other = anon_page
+    other.goto("/login")
+    for _ in range(10):
+        login_with_password(other, user, "wrong-password")
+        assert "Incorrect user name or password." in other.locator("#login-error").inner_text()
+    # The eleventh try is not even checked, the right password included.
+    login_with_password(other, user, "right-password-1")
+    assert "Too many failed sign-ins" in other.locator("#login-error").inner_text()
+    assert "by_session" not in session_cookies(other)
+    # Other users and token sign-in are not affected.
+    login_with_token(other, server.token)
+    assert other.url == server.url + "/"

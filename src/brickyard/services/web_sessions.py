@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -24,6 +26,10 @@ IDLE_MS = 12 * 3600 * 1000  # signed out after 12 hours without a request
 ABSOLUTE_MS = 7 * 24 * 3600 * 1000  # and after 7 days whatever happens
 TOUCH_MS = 60 * 1000  # last_seen_at is written at most once a minute
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+# Password guessing: after this many failures for one user name within the window, password
+# sign-in for that name pauses until the window passes (token sign-in is not affected).
+MAX_FAILURES = 10
+FAILURE_WINDOW_S = 300.0
 
 
 class WebSessionService:
@@ -31,6 +37,24 @@ class WebSessionService:
         self.keyring = keyring
         self.users = users
         self.tokens = tokens
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent_failures(self, user_name: str) -> list[float]:
+        cutoff = time.monotonic() - FAILURE_WINDOW_S
+        with self._lock:
+            recent = [t for t in self._failures.get(user_name, []) if t > cutoff]
+            if recent:
+                self._failures[user_name] = recent
+            else:
+                self._failures.pop(user_name, None)
+            return recent
+
+    def _fail(self, user_name: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10_000:
+                self._failures.clear()
+            self._failures.setdefault(user_name, []).append(time.monotonic())
 
     def _hash(self, sid: str) -> str:
         return self.keyring.hash_token("websession\x00" + sid)
@@ -38,10 +62,15 @@ class WebSessionService:
     # -- sign-in ---------------------------------------------------------------------------
 
     def login_password(self, sess: Session, user_name: str, password: str) -> tuple[str, Principal]:
+        key = (user_name or "").lower()
+        if len(self._recent_failures(key)) >= MAX_FAILURES:
+            raise BrickyardError("REQUEST_LIMIT_EXCEEDED",
+                                 "Too many failed sign-ins for this user; try again in a few minutes.")
         user = self.users.by_name(sess, user_name or "")
         # The same work whether or not the user exists, so timing does not tell user names apart.
         ok = check_password(password or "", user.password_hash if user and user.password_hash else _DUMMY_HASH)
         if user is None or not user.password_hash or not ok:
+            self._fail(key)
             raise unauthenticated("Incorrect user name or password.")
         if not user.active:
             raise unauthenticated(f"User {user.user_name} is not active.")

@@ -69,11 +69,11 @@ async def login(request: Request):
             else:
                 sid, _ = svc.login_password(sess, field("username").strip(), field("password"))
     except BrickyardError as exc:
-        message = exc.message if method == "password" else "Invalid or expired access token."
-        if exc.http_status >= 500:
-            message = exc.message
+        message = exc.message
+        if method == "token" and exc.error_code == "UNAUTHENTICATED":
+            message = "Invalid or expired access token."
         return _login_page(request, target, message, user_name=field("username")[:256],
-                           status=401 if exc.http_status < 500 else exc.http_status, tab=method)
+                           status=exc.http_status, tab=method)
     response = RedirectResponse(target, status_code=303)
     # A fresh id at every sign-in (no fixation); the old session, if any, ends.
     old = session_id(request)
