@@ -9,6 +9,7 @@ import importlib
 
 PAGE_MODULES = (
     "pages_home",  # /, /login, /logout
+    "pages_compute",  # /compute, /compute/create, /compute/<id>, /compute/pools
     "pages_secrets",  # /secrets, /secrets/createScope, /secrets/scopes/<scope>
     "pages_settings",  # /settings/tokens, /settings/password
     "pages_admin",  # /admin/users
