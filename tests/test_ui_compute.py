@@ -175,6 +175,21 @@ def test_single_node_cluster_from_the_form_libraries_logs_terminate_delete(page,
     assert details.termination_reason.code.value == "USER_REQUEST"
     expect(page.locator("#start-cluster")).to_be_visible()
     shot(page, "compute-cluster-terminated")
+
+    # Maven coordinates: checked by the Libraries service; on a terminated cluster a library waits as PENDING.
+    page.click("#tab-libraries")
+    page.check("#source-maven")
+    page.fill("#maven-coordinates", "not-coordinates")
+    with page.expect_navigation():
+        page.click("#install-library")
+    assert "maven.coordinates must be groupId:artifactId:version" in page.locator("#library-error").inner_text()
+    assert page.input_value("#maven-coordinates") == "not-coordinates" and page.is_checked("#source-maven")
+    page.fill("#maven-coordinates", "org.example.brickyard:no-such-artifact:1.0")
+    with page.expect_navigation():
+        page.click("#install-library")
+    maven = page.locator(".library-row", has=page.locator(".library-name", has_text="no-such-artifact"))
+    expect(maven.locator(".library-status")).to_have_text("PENDING")
+    assert [s.status.value for s in w.libraries.cluster_status(cid) if s.library.maven] == ["PENDING"]
     with page.expect_navigation():
         page.click("#delete-cluster")
     assert page.url.endswith("/compute")
@@ -292,3 +307,43 @@ def test_pools_list_create_page_delete(page, w, unique):
     assert f"Instance pool {name} deleted." in page.locator(".flash-success").inner_text()
     assert pool_id not in [p.instance_pool_id for p in w.instance_pools.list()]
     assert _js_errors(page) == []
+
+
+def test_form_fields_become_the_api_body():
+    """The other modes and fields of the form (the browser tests above start a Single Node cluster only)."""
+    from brickyard.errors import BrickyardError
+    from brickyard.services import cluster_spec
+    from brickyard.ui.pages_compute import cluster_body
+
+    base = {"cluster_name": " team ", "spark_version": "17.3.x-scala2.13", "node_type_id": "local.small",
+            "driver_node_type_id": "local.medium", "autotermination": "on", "autotermination_minutes": "30"}
+    hc = cluster_body({**base, "mode": "high_concurrency", "autoscale": "on", "min_workers": "1", "max_workers": "3",
+                       "spark_conf": "# comment\nspark.a 1\nspark.b=x y\n\n", "env_vars": "A=b=c",
+                       "init_scripts": "/Users/me/init.sh\ndbfs:/init/x.sh\nfile:/opt/i.sh\n/Volumes/c/s/v/i.sh"})
+    assert hc["cluster_name"] == "team" and hc["autoscale"] == {"min_workers": 1, "max_workers": 3}
+    assert "num_workers" not in hc and hc["autotermination_minutes"] == 30
+    assert hc["spark_conf"]["spark.a"] == "1" and hc["spark_conf"]["spark.b"] == "x y"
+    assert hc["spark_env_vars"] == {"A": "b=c"}
+    assert hc["init_scripts"] == [{"workspace": {"destination": "/Users/me/init.sh"}},
+                                  {"dbfs": {"destination": "dbfs:/init/x.sh"}},
+                                  {"file": {"destination": "file:/opt/i.sh"}},
+                                  {"volumes": {"destination": "/Volumes/c/s/v/i.sh"}}]
+    spec, _ = cluster_spec.normalize(hc)
+    assert cluster_spec.mode_of(spec) == cluster_spec.HIGH_CONCURRENCY
+    assert spec["driver_node_type_id"] == "local.medium"
+
+    std = cluster_body({**base, "mode": "standard", "num_workers": "2", "autotermination": "",
+                        "instance_pool_id": "pool-1"})
+    assert std["num_workers"] == 2 and std["autotermination_minutes"] == 0
+    assert std["instance_pool_id"] == "pool-1" and "node_type_id" not in std  # the pool's node type is used
+    assert cluster_spec.mode_of(cluster_spec.normalize({**std, "node_type_id": "local.small"})[0]) == \
+        cluster_spec.STANDARD
+
+    for bad, message in (({"mode": "standard", "num_workers": "two"}, "Workers must be a whole number"),
+                         ({"mode": "single_node", "autotermination_minutes": "5"}, "between 10 and 43200"),
+                         ({"mode": "single_node", "spark_conf": "lonely"}, "Spark config, line 1"),
+                         ({"mode": "single_node", "init_scripts": "s3://b/i.sh"}, "Init scripts, line 1"),
+                         ({"mode": "serverless"}, "Cluster Mode must be")):
+        with pytest.raises(BrickyardError) as err:
+            cluster_body({**base, **bad})
+        assert message in err.value.message

@@ -121,7 +121,8 @@ def _int_field(value: str, label: str) -> int:
 
 
 def _pairs(text: str, label: str, *, sep: str | None) -> dict[str, str]:
-    """`key value` lines (sep None: first whitespace, else '=') or `KEY=value` lines (sep '=')."""
+    """`key value` lines (sep None: split at the first blank, or at '=' when the key has one) or
+    `KEY=value` lines (sep '=')."""
     out: dict[str, str] = {}
     for n, raw in enumerate((text or "").splitlines(), 1):
         line = raw.strip()
@@ -129,7 +130,7 @@ def _pairs(text: str, label: str, *, sep: str | None) -> dict[str, str]:
             continue
         if sep is None:
             parts = line.split(None, 1)
-            if len(parts) == 1 and "=" in line:
+            if "=" in parts[0]:  # `key=value` (a Spark key never holds '=')
                 parts = line.split("=", 1)
             if len(parts) != 2:
                 raise invalid(f"{label}, line {n}: expected 'key value'; got {line!r}.")
