@@ -304,3 +304,51 @@ def test_pool_survives_a_restart_and_refills(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.slow
+def test_multi_node_cluster_adopts_warm_worker_jvms(server, w, unique):
+    """After a multi-node cluster asked a pool, the pool keeps a set ready (standalone master, worker JVMs and a
+    driver with executors on them); the next multi-node cluster adopts those very processes."""
+    from brickyard.compute.runtime import pid_alive
+
+    pools = server.workspace.services["clusters"].pools
+    pool = w.instance_pools.create(instance_pool_name=unique("workers"), node_type_id="local.small",
+                                   min_idle_instances=0, max_capacity=6,
+                                   idle_instance_autotermination_minutes=10).instance_pool_id
+    spec = {"spark_version": "17.3.x-scala2.13", "instance_pool_id": pool, "num_workers": 2,
+            "spark_env_vars": {"SET_ENV": "warm"}}
+    clusters, pids = [], []
+    try:
+        first = w.clusters.create_and_wait(cluster_name=unique("cold-multi"), timeout=T, **spec).cluster_id
+        clusters.append(first)
+        events = server.api("POST", "/api/2.1/clusters/events", json={"cluster_id": first}).json()["events"]
+        assert any("no idle multi-node set" in e["details"].get("message", "") for e in events), events
+        w.clusters.permanent_delete(clusters.pop())
+        wait_for(lambda: stats(w, pool).idle_count == 3, timeout=300, what="an idle driver + 2 workers set")
+        (ready, _), = pools.sets[pool]
+        workers = sorted(d.pid for n, d in ready.standalone.daemons.items() if n != "master")
+        pids = [ready.driver.pid, ready.standalone.master.pid, *workers]
+        second = w.clusters.create_and_wait(cluster_name=unique("warm-multi"), timeout=T, **spec)
+        clusters.append(second.cluster_id)
+        assert second.num_workers == 2
+        procs = server.workspace.services["clusters"].procs[second.cluster_id]
+        assert procs.driver.pid == pids[0] and procs.standalone.master.pid == pids[1]
+        assert sorted(d.pid for n, d in procs.standalone.daemons.items() if n != "master") == workers
+        events = server.api("POST", "/api/2.1/clusters/events",
+                            json={"cluster_id": second.cluster_id, "event_types": ["DRIVER_HEALTHY"]}).json()["events"]
+        assert "2 worker JVM(s) came warm" in events[0]["details"]["message"]
+        ctx = w.command_execution.create_and_wait(cluster_id=second.cluster_id, language=compute.Language.PYTHON,
+                                                  timeout=T).id
+        cwds = run(w, second.cluster_id, ctx, "import os\n"
+                                              "sorted(set(sc.parallelize(range(8), 8).map(lambda _: os.getcwd())"
+                                              ".collect()))")
+        assert cwds.count(ready.cluster_dir.name) == 2 and cwds.count("worker-") == 2, cwds
+        assert run(w, second.cluster_id, ctx, "sc.parallelize([1], 1).map(lambda _: os.environ.get('SET_ENV'))"
+                                              ".collect()") == "['warm']"
+        w.command_execution.destroy(second.cluster_id, ctx)
+    finally:
+        for cid in clusters:
+            w.clusters.permanent_delete(cid)
+        w.instance_pools.delete(pool)
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120, what="the set's processes to stop")

@@ -113,11 +113,12 @@ class Launcher:
             conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {cds_opts}".strip()
         return conf
 
-    def start_workers(self, cluster_id: str, spec: dict, count: int, env: dict) -> StandaloneCluster:
+    def start_workers(self, cluster_id: str, spec: dict, count: int, env: dict,
+                      base_dir: Path | None = None) -> StandaloneCluster:
         """A standalone master and one worker JVM per node, each sized by the node type (capped to the host)."""
         nt = catalog.node_type(spec["node_type_id"]) if spec.get("node_type_id") else catalog.SMALLEST_LOCAL
         cores, mem_mb, _ = catalog.capped(nt)
-        standalone = StandaloneCluster(self.cluster_dir(cluster_id) / "standalone", env=env)
+        standalone = StandaloneCluster(base_dir or self.cluster_dir(cluster_id) / "standalone", env=env)
         try:
             standalone.start_master()
             names = [standalone.add_worker(cores, mem_mb) for _ in range(count)]
@@ -247,12 +248,35 @@ class Launcher:
         proc, info = self._spawn_driver(instance_dir, conf, env)
         return ClusterProcesses(instance_dir, proc, info, None, {"instance_dir": str(instance_dir)})
 
+    def start_warm_set(self, instance_dir: Path, node_type_id: str | None, workers: int) -> ClusterProcesses:
+        """An idle multi-node pool instance: a standalone master, `workers` worker JVMs of the node type
+        and a driver whose application already has its executors on them, waiting for a cluster."""
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        libdir = site_dir(instance_dir / "python")  # the cluster's own comes first once adopted
+        libdir.mkdir(parents=True, exist_ok=True)
+        spec = {"cluster_name": f"pool-instance-{instance_dir.name}", "node_type_id": node_type_id}
+        env = self._env(spec, {}, libdir)
+        standalone = self.start_workers(instance_dir.name, spec, workers, {}, base_dir=instance_dir / "standalone")
+        try:
+            spark_conf = self.spark_conf(instance_dir.name, spec, standalone.master_url, env, cdir=instance_dir,
+                                         library_dir=libdir)
+            spark_conf["spark.master"] = standalone.master_url
+            conf = {"app_name": spec["cluster_name"], "spark_conf": spark_conf, "hive": True, "warm_up": "before"}
+            proc, info = self._spawn_driver(instance_dir, conf, env)
+        except BaseException:
+            standalone.stop()
+            raise
+        return ClusterProcesses(instance_dir, proc, info, standalone,
+                                {"instance_dir": str(instance_dir), "pool_workers": workers})
+
     def adopt(self, cluster_id: str, spec: dict, warm: ClusterProcesses, scripts: list[tuple[str, bytes]],
               jars: list[str] = ()) -> ClusterProcesses:
-        """Make an idle pool driver this cluster's: init scripts, runtime conf, library folder, jars.
+        """Make an idle pool instance this cluster's: init scripts, runtime conf, library folder, jars; a
+        multi-node instance (driver + standalone workers) is then resized to the cluster's worker count.
 
         What only applies when a JVM starts (memory, extra class paths, ...) cannot be changed in a
-        running driver: it is listed in extra["not_applied"] for an event.
+        running driver: it is listed in extra["not_applied"] for an event. The cluster's spark_env_vars
+        reach the Python workers of every executor (they travel with each Python function).
         """
         cdir = self.cluster_dir(cluster_id)
         cdir.mkdir(parents=True, exist_ok=True)
@@ -267,10 +291,19 @@ class Launcher:
         except driver_control.ControlError as exc:
             raise LaunchError("INSTANCE_POOL_CLUSTER_FAILURE",
                               f"The pool's idle driver could not be adopted: {exc}", "SERVICE_FAULT") from exc
-        _write_private_json(cdir / "driver.json", {**warm.info, "pool_instance": warm.cluster_dir.name})
-        return ClusterProcesses(cdir, warm.driver, warm.info, None, {
+        procs = ClusterProcesses(cdir, warm.driver, warm.info, warm.standalone, {
             "workers": 0, "init_scripts": script_results, "instance_dir": str(warm.cluster_dir),
-            "applied": applied, "not_applied": not_applied})
+            "applied": applied, "not_applied": [k for k in not_applied if k != "spark.master"],
+            "pool_workers": warm.extra.get("pool_workers", 0)})
+        if warm.standalone is not None:
+            target = spec["autoscale"]["min_workers"] if spec.get("autoscale") else spec.get("num_workers") or 0
+            try:
+                procs.extra["workers"] = self.resize(procs, spec, target)
+            except (StandaloneError, ValueError) as exc:
+                raise LaunchError("INSTANCE_POOL_CLUSTER_FAILURE",
+                                  f"The pool's idle workers could not be resized: {exc}", "SERVICE_FAULT") from exc
+        _write_private_json(cdir / "driver.json", {**warm.info, "pool_instance": warm.cluster_dir.name})
+        return procs
 
     def _spawn_driver(self, cdir: Path, conf: dict, env: dict) -> tuple[subprocess.Popen, dict]:
         (cdir / "driver.json").unlink(missing_ok=True)

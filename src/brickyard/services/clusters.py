@@ -388,11 +388,19 @@ class ClusterService:
                     with self.store.session() as sess:
                         self.event(sess, cluster_id, "STARTING", message=f"Instance pool {pool_id} has no idle "
                                    "instance; starting a new driver (the pool refills to its minimum).")
+            elif pool_id and not jars and spec.get("instance_pool_id") == pool_id and not self._external(spec):
+                warm = self.pools.take_set(pool_id, cluster_spec.target_workers(spec))
+                if warm is None:
+                    with self.store.session() as sess:
+                        self.event(sess, cluster_id, "STARTING", message=(
+                            f"Instance pool {pool_id} has no idle multi-node set (a driver and worker JVMs) yet; "
+                            "starting new processes. The pool now keeps one ready for the next cluster."))
             elif pool_id:
                 with self.store.session() as sess:
                     self.event(sess, cluster_id, "STARTING", message=(
-                        f"Instance pool {pool_id}: idle instances are warm Single Node drivers; a multi-node "
-                        "cluster's driver and workers are started new (they count against the pool's capacity)."))
+                        f"Instance pool {pool_id}: this cluster's driver and workers are started new (jar "
+                        "libraries, an external master or a separate driver pool need new JVMs; they count "
+                        "against the pool's capacity)."))
             if warm is not None:
                 procs = self.launcher.adopt(cluster_id, spec, warm, scripts, jars)
             else:
@@ -435,6 +443,11 @@ class ClusterService:
                 log.exception("start listener for cluster %s", cluster_id)
 
     @staticmethod
+    def _external(spec: dict) -> bool:
+        master = (spec.get("spark_conf") or {}).get("spark.master", "")
+        return master.startswith(("spark://", "k8s://", "yarn"))
+
+    @staticmethod
     def _local_driver(spec: dict) -> bool:
         """Whether the cluster runs Spark in its driver alone (what a warm pool driver is)."""
         master = (spec.get("spark_conf") or {}).get("spark.master", "local")
@@ -445,8 +458,11 @@ class ClusterService:
             self.event(sess, cluster_id, "INIT_SCRIPTS_FINISHED", init_scripts={
                 "reported_for_node": "127.0.0.1", "cluster": procs.extra["init_scripts"]})
         if procs.extra.get("instance_dir"):
-            details: dict = {"message": "The driver came warm from the instance pool.",
-                             "applied_spark_conf": procs.extra.get("applied", [])}
+            message = "The driver came warm from the instance pool."
+            if procs.extra.get("pool_workers"):
+                message = (f"The driver and {procs.extra['pool_workers']} worker JVM(s) came warm from the instance "
+                           f"pool (resized to {procs.extra.get('workers', 0)} worker(s)).")
+            details: dict = {"message": message, "applied_spark_conf": procs.extra.get("applied", [])}
             if procs.extra.get("not_applied"):
                 details["message"] += (" These spark_conf keys take effect only when a driver JVM starts and were "
                                        "not applied to it: " + ", ".join(procs.extra["not_applied"]) + ".")

@@ -1,10 +1,18 @@
-"""Instance pools: warm driver processes kept idle so a cluster starts in about a second.
+"""Instance pools: warm driver and worker processes kept idle so a cluster starts in about a second.
 
 An idle instance is a driver process with its SparkSession, Delta and the shared catalog up
 (local master, the pool's node type). A Single Node cluster with a pool adopts one; a used
 instance is never given back (its JVM carries the cluster's state): the pool starts a new one
 to stay at min_idle_instances. The pools live in the store; warm processes do not survive a
 workspace restart, the pools refill instead.
+
+Multi-node clusters: a Spark standalone worker takes its master's URL when its JVM starts, and a
+driver its master when its SparkContext starts, so idle worker JVMs are kept as a set: a standalone
+master, N worker JVMs of the pool's node type and a driver whose application already has its
+executors on them (driver + N instances). Once a multi-node cluster of N workers has asked the
+pool (that one starts cold), the pool keeps one such set ready for as long as its idle
+instances live (idle_instance_autotermination_minutes after the last ask), within max_capacity;
+the next multi-node cluster adopts it and is resized to its own worker count.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from sqlalchemy import select
 
 from brickyard.compute import catalog
 from brickyard.compute.launcher import ClusterProcesses, LaunchError
+from brickyard.compute.standalone import stop_recorded
 from brickyard.errors import BrickyardError, already_exists, denied, invalid
 from brickyard.services.common import now_ms
 from brickyard.services.users import Principal
@@ -84,9 +93,17 @@ class PoolService:
         self.store = ws.store
         self.launcher = launcher
         self.root = ws.settings.home / "pool-instances"
-        shutil.rmtree(self.root, ignore_errors=True)  # a previous workspace's instances are gone
+        if self.root.exists():  # a previous workspace's instances are gone; stop their standalone daemons
+            for leftover in self.root.iterdir():
+                stop_recorded(leftover / "standalone")
+        shutil.rmtree(self.root, ignore_errors=True)
         self.idle: dict[str, list[tuple[ClusterProcesses, float]]] = {}
         self.pending: dict[str, int] = {}
+        # Multi-node: idle sets (driver + standalone workers), sets being started (their instances),
+        # and the last multi-node ask of each pool (workers, when).
+        self.sets: dict[str, list[tuple[ClusterProcesses, float]]] = {}
+        self.sets_pending: dict[str, int] = {}
+        self.set_demand: dict[str, tuple[int, float]] = {}
         self.errors: dict[str, str] = {}
         self.lock = threading.RLock()  # also held by clusters while they check and claim capacity
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool-warm")
@@ -129,7 +146,8 @@ class PoolService:
                 return
             pool.state = DELETED
         with self.lock:
-            idle = self.idle.pop(pool.instance_pool_id, [])
+            idle = self.idle.pop(pool.instance_pool_id, []) + self.sets.pop(pool.instance_pool_id, [])
+            self.set_demand.pop(pool.instance_pool_id, None)
         for procs, _ in idle:
             self._discard(procs)
 
@@ -147,7 +165,8 @@ class PoolService:
         spec = json.loads(pool.spec)
         used, pending_used = self._usage(sess).get(pool.instance_pool_id, (0, 0))
         with self.lock:
-            idle, pending = len(self.idle.get(pool.instance_pool_id, [])), self.pending.get(pool.instance_pool_id, 0)
+            idle = len(self.idle.get(pool.instance_pool_id, [])) + self._set_instances(pool.instance_pool_id)
+            pending = self.pending.get(pool.instance_pool_id, 0) + self.sets_pending.get(pool.instance_pool_id, 0)
         out = {**spec, "instance_pool_id": pool.instance_pool_id, "state": pool.state,
                "default_tags": {"Vendor": "Brickyard", "DatabricksInstancePoolCreatorId": pool.creator_user_name,
                                 "DatabricksInstancePoolId": pool.instance_pool_id},
@@ -195,6 +214,28 @@ class PoolService:
                 self._discard(procs)
         return None
 
+    def take_set(self, pool_id: str, workers: int) -> ClusterProcesses | None:
+        """An idle multi-node set of the pool (driver + standalone worker JVMs), or None (the caller starts
+        its processes cold). Either way the pool now keeps a set of `workers` workers ready."""
+        with self.lock:
+            self.set_demand[pool_id] = (max(1, min(workers, MAX_WARM)), time.time())
+            found = None
+            sets = self.sets.get(pool_id, [])
+            while sets and found is None:
+                procs, _ = sets.pop(0)
+                if procs.alive():
+                    found = procs
+                else:
+                    self._discard(procs)
+        timer = threading.Timer(REFILL_DELAY, self._refill, args=(pool_id,))
+        timer.daemon = True
+        timer.start()
+        return found
+
+    def _set_instances(self, pool_id: str) -> int:
+        """Instances held by the pool's idle sets: each set's driver and its workers."""
+        return sum(1 + p.extra.get("pool_workers", 0) for p, _ in self.sets.get(pool_id, []))
+
     # ---- internals -----------------------------------------------------------------------
     def _get(self, sess, pool_id: object, active: bool = False) -> InstancePool:  # noqa: ANN001
         if not isinstance(pool_id, str) or not pool_id:
@@ -238,13 +279,22 @@ class PoolService:
             spec = json.loads(pool.spec)
             used = self._usage(sess).get(pool_id, (0, 0))[0]
         surplus: list[ClusterProcesses] = []
+        start_set = 0
         with self.lock:
             idle = [(p, t) for p, t in self.idle.get(pool_id, []) if p.alive()]
             surplus = [p for p, _ in self.idle.get(pool_id, []) if not p.alive()]  # died while idle
             pending = self.pending.get(pool_id, 0)
             cap = spec.get("max_capacity")
-            room = cap - used - len(idle) - pending if cap is not None else MAX_WARM
             ttl = spec["idle_instance_autotermination_minutes"] * 60
+            # Multi-node sets: kept while the last multi-node ask is younger than the idle time.
+            workers, asked = self.set_demand.get(pool_id, (0, 0.0))
+            wanted = workers > 0 and ttl > 0 and time.time() - asked < ttl
+            sets = [(p, t) for p, t in self.sets.get(pool_id, []) if p.alive() and wanted]
+            surplus += [p for p, _ in self.sets.get(pool_id, []) if not (p.alive() and wanted)]
+            self.sets[pool_id] = sets
+            set_instances = self._set_instances(pool_id)
+            set_pending = self.sets_pending.get(pool_id, 0)
+            room = cap - used - len(idle) - pending - set_instances - set_pending if cap is not None else MAX_WARM
             # Above the minimum, idle instances go after their idle time; above the capacity, at once.
             while len(idle) > spec["min_idle_instances"] and (
                     room < 0 or (ttl and time.time() - idle[-1][1] > ttl) or ttl == 0):
@@ -253,10 +303,36 @@ class PoolService:
             self.idle[pool_id] = idle
             start = max(0, min(spec["min_idle_instances"] - len(idle) - pending, room))
             self.pending[pool_id] = pending + start
+            room -= start
+            if wanted and not sets and not set_pending and (cap is None or room >= workers + 1):
+                start_set = workers
+                self.sets_pending[pool_id] = workers + 1
         for procs in surplus:
             self._discard(procs)
         for _ in range(start):
             self._starter.submit(self._start_one, pool_id, spec["node_type_id"])
+        if start_set:
+            self._starter.submit(self._start_set, pool_id, spec["node_type_id"], start_set)
+
+    def _start_set(self, pool_id: str, node_type_id: str, workers: int) -> None:
+        instance_dir = self.root / f"{pool_id}-set-{secrets.token_hex(3)}"
+        procs = None
+        try:
+            if not self._stop.is_set():
+                procs = self.launcher.start_warm_set(instance_dir, node_type_id, workers)
+                self.errors.pop(pool_id, None)
+        except (LaunchError, OSError) as exc:
+            if not self._stop.is_set():
+                log.warning("pool %s: warm multi-node set failed: %s", pool_id, exc)
+            self.errors[pool_id] = str(getattr(exc, "message", exc))[:1000]
+            shutil.rmtree(instance_dir, ignore_errors=True)
+        with self.lock:
+            self.sets_pending[pool_id] = 0
+            keep = procs is not None and not self._stop.is_set() and self._active(pool_id)
+            if keep:
+                self.sets.setdefault(pool_id, []).append((procs, time.time()))
+        if procs is not None and not keep:
+            self._discard(procs)
 
     def _start_one(self, pool_id: str, node_type_id: str) -> None:
         instance_dir = self.root / f"{pool_id}-{secrets.token_hex(3)}"
@@ -304,8 +380,9 @@ class PoolService:
         self._stop.set()
         self._starter.shutdown(wait=False, cancel_futures=True)
         with self.lock:
-            idle = [p for items in self.idle.values() for p, _ in items]
+            idle = [p for items in list(self.idle.values()) + list(self.sets.values()) for p, _ in items]
             self.idle.clear()
+            self.sets.clear()
         for procs in idle:
             self._discard(procs)
 
