@@ -565,3 +565,123 @@ def test_task_libraries_are_installed_on_the_cluster(w, cluster_id, unique):
     run = w.jobs.submit(run_name="bad-libs", tasks=[jobs.SubmitTask.from_dict(bad.as_dict())]).result(timeout=WAIT)
     assert run.state.result_state == jobs.RunResultState.FAILED
     assert "Library installation failed" in run.state.state_message
+
+
+# ---- task values and widgets in SQL cells ----------------------------------------------------
+PRODUCER = """# Databricks notebook source
+dbutils.jobs.taskValues.set(key="count", value=42)
+dbutils.jobs.taskValues.set("meta", {"a": [1, 2], "ok": True})
+dbutils.jobs.taskValues.set("food", "beans")
+dbutils.jobs.taskValues.set("food", "more beans")
+try:
+    dbutils.jobs.taskValues.set("bad", {1, 2})
+except TypeError as e:
+    print("not JSON:", type(e).__name__)
+
+# COMMAND ----------
+
+dbutils.notebook.exit(str(dbutils.jobs.taskValues.get("producer", "count")))
+"""
+CONSUMER = """# Databricks notebook source
+import json
+tv = dbutils.jobs.taskValues
+out = {"count": tv.get(taskKey="producer", key="count", default=0, debugValue=-1),
+       "meta": tv.get("producer", "meta"),
+       "missing": tv.get("producer", "nope", default="dflt"),
+       "food_param": dbutils.widgets.get("food"),
+       "meta_param": dbutils.widgets.get("meta")}
+for task_key, key in (("producer", "nope"), ("nosuchtask", "count")):
+    try:
+        tv.get(task_key, key)
+        out[task_key + "/" + key] = "no error"
+    except ValueError as e:
+        out[task_key + "/" + key] = str(e)
+dbutils.notebook.exit(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_task_values_pass_between_tasks(server, w, cluster_id, unique):
+    import json
+
+    producer = import_notebook(w, f"/Shared/jobs/{unique('producer')}", PRODUCER)
+    consumer = import_notebook(w, f"/Shared/jobs/{unique('consumer')}", CONSUMER)
+    after = [jobs.TaskDependency("producer")]
+    uses = nb_task("consumer", consumer, cluster_id, depends_on=after)
+    uses.notebook_task.base_parameters = {"food": "{{tasks.producer.values.food}}",
+                                          "meta": "{{ tasks.producer.values.meta }}"}
+    broken = nb_task("broken", consumer, cluster_id, depends_on=after)
+    broken.notebook_task.base_parameters = {"food": "{{tasks.producer.values.never_set}}"}
+    job_id = w.jobs.create(name=unique("taskvalues"), tasks=[nb_task("producer", producer, cluster_id), uses,
+                                                             broken]).job_id
+    run = w.jobs.run_now_and_wait(job_id, timeout=WAIT)
+    by_key = {t.task_key: t for t in run.tasks}
+    assert by_key["producer"].state.result_state == jobs.RunResultState.SUCCESS, by_key["producer"].state
+    assert by_key["consumer"].state.result_state == jobs.RunResultState.SUCCESS, by_key["consumer"].state
+    assert w.jobs.get_run_output(by_key["producer"].run_id).notebook_output.result == "42"
+    out = json.loads(w.jobs.get_run_output(by_key["consumer"].run_id).notebook_output.result)
+    assert out["count"] == 42 and out["meta"] == {"a": [1, 2], "ok": True} and out["missing"] == "dflt"
+    # {{tasks.<task>.values.<key>}} in parameters: strings as they are, other values as JSON; the latest set wins
+    assert out["food_param"] == "more beans" and json.loads(out["meta_param"]) == {"a": [1, 2], "ok": True}
+    assert "did not set the task value 'nope'" in out["producer/nope"]
+    assert "Task 'nosuchtask' does not exist" in out["nosuchtask/count"]
+    assert by_key["consumer"].notebook_task.base_parameters["food"] == "more beans"  # runs/get shows them filled in
+    # a reference to a value nobody set fails that task before it runs
+    assert by_key["broken"].state.result_state == jobs.RunResultState.FAILED
+    assert "tasks.producer.values.never_set" in by_key["broken"].state.state_message
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    # the producer's non-JSON value was refused in the notebook, not stored
+    html = w.jobs.export_run(by_key["producer"].run_id).views[0].content
+    assert "not JSON: TypeError" in html
+    get = "/api/2.0/brickyard/jobs/task-values/get"
+    got = server.api("GET", get, params={"task_run_id": by_key["consumer"].run_id, "task_key": "producer",
+                                         "key": "bad"})
+    assert got.status_code == 200 and got.json() == {}
+    got = server.api("GET", get, params={"task_run_id": by_key["consumer"].run_id, "task_key": "producer",
+                                         "key": "count"})
+    assert got.json() == {"value": "42"}
+    # only a running task sets values; values are JSON of at most 48 KiB
+    put = "/api/2.0/brickyard/jobs/task-values/set"
+    r = server.api("POST", put, json={"task_run_id": by_key["consumer"].run_id, "key": "late", "value": "1"})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_STATE", r.text
+    r = server.api("POST", put, json={"task_run_id": by_key["consumer"].run_id, "key": "big",
+                                      "value": json.dumps("x" * 50000)})
+    assert r.status_code == 400 and "48 KiB" in r.json()["message"]
+    # another user cannot read the run's values
+    _, token = server.new_user(unique("tvuser") + "@example.com")
+    r = server.api("GET", get, token=token, params={"task_run_id": by_key["consumer"].run_id,
+                                                    "task_key": "producer", "key": "count"})
+    assert r.status_code == 403
+    w.jobs.delete(job_id)
+
+
+SQL_WIDGETS = """-- Databricks notebook source
+CREATE WIDGET TEXT label DEFAULT "unset"
+
+-- COMMAND ----------
+
+SELECT concat('legacy-', '${label}', '-', count(*)) AS legacy FROM range($min, 10)
+
+-- COMMAND ----------
+
+SELECT concat('marker-', :label, '-', count(*)) AS marker FROM range(10) WHERE id >= :min
+
+-- COMMAND ----------
+
+SELECT concat('dollar-', '\\$label') AS escaped
+"""
+
+
+@pytest.mark.slow
+def test_widgets_fill_sql_cells_of_a_notebook_job(w, cluster_id, unique):
+    path = f"/Shared/jobs/{unique('sqlnb')}"
+    w.workspace.mkdirs("/Shared/jobs")
+    w.workspace.import_(path, content=base64.b64encode(SQL_WIDGETS.encode()).decode(), format=ImportFormat.SOURCE,
+                        language=Language.SQL, overwrite=True)
+    task = nb_task("sql", path, cluster_id)
+    task.notebook_task.base_parameters = {"label": "hello", "min": "3"}
+    run = w.jobs.submit(run_name="sql-widgets", tasks=[jobs.SubmitTask.from_dict(task.as_dict())]).result(
+        timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    html = w.jobs.export_run(run.tasks[0].run_id).views[0].content
+    assert "legacy-hello-7" in html and "marker-hello-7" in html and "dollar-$label" in html

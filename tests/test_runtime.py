@@ -290,6 +290,56 @@ print(dbutils.widgets.getArgument('color', 'gone'))
     assert out.splitlines() == ["world red a,b free", "InputWidgetNotDefined True", "gone"]
 
 
+def test_widgets_fill_sql_cells(w, cluster_id, ctx):
+    text(w, cluster_id, ctx, "dbutils.widgets.text('rt_tab', 'rt_sqlw')\ndbutils.widgets.text('rt_min', '2')\n"
+                             "dbutils.widgets.text('rt_day', '2024-05-01')\ndbutils.widgets.text('rt_q', \"it's\")")
+    try:
+        # legacy ${name} / $name text substitution (\\$ is a literal $), and :name parameter markers
+        r = run(w, cluster_id, ctx, "%sql\nCREATE OR REPLACE TEMP VIEW ${rt_tab} AS SELECT id FROM range(5);\n"
+                                    "SELECT count(*) AS n, '${rt_day}' AS d, '\\$1' AS cost FROM $rt_tab "
+                                    "WHERE id >= :rt_min")
+        assert r.result_type == compute.ResultType.TABLE, r.summary
+        assert r.data == [[3, "2024-05-01", "$1"]]
+        r = run(w, cluster_id, ctx, "%sql\nSELECT count(*) AS n, getArgument('rt_day') AS d, :rt_q AS q, "
+                                    "getArgument('rt_none', 'dflt') AS o FROM IDENTIFIER(:rt_tab) WHERE id < :rt_min")
+        assert r.data == [[2, "2024-05-01", "it's", "dflt"]], r.summary
+        # SQL commands of the context (language SQL) too; a marker that is no widget is Spark's error
+        r = w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx,
+                                                 language=compute.Language.SQL, command="SELECT :rt_q AS q",
+                                                 timeout=T).results
+        assert r.data == [["it's"]], r.summary
+        r = run(w, cluster_id, ctx, "%sql\nSELECT :rt_nope")
+        assert r.result_type == compute.ResultType.ERROR and "UNBOUND_SQL_PARAMETER" in r.summary
+        # spark.sql from Python does not read widgets (as on Databricks): pass args yourself
+        r = run(w, cluster_id, ctx, "spark.sql('SELECT :rt_q AS q').collect()")
+        assert r.result_type == compute.ResultType.ERROR and "UNBOUND_SQL_PARAMETER" in r.summary
+        # the SQL form of the widgets API
+        run(w, cluster_id, ctx, "%sql\nCREATE WIDGET DROPDOWN rt_pick DEFAULT '1' CHOICES SELECT id FROM range(3)")
+        run(w, cluster_id, ctx, "%sql\nCREATE WIDGET TEXT rt_txt DEFAULT \"from sql\"")
+        assert text(w, cluster_id, ctx, "print(dbutils.widgets.get('rt_pick'), dbutils.widgets.get('rt_txt'))") \
+            == "1 from sql"
+        r = run(w, cluster_id, ctx, "%sql\nCREATE WIDGET DROPDOWN rt_bad DEFAULT '9' CHOICES SELECT id FROM range(3)")
+        assert r.result_type == compute.ResultType.ERROR and "not in the list of choices" in r.summary
+        run(w, cluster_id, ctx, "%sql\nREMOVE WIDGET rt_txt")
+        assert text(w, cluster_id, ctx, "print(dbutils.widgets.getArgument('rt_txt', 'removed'))") == "removed"
+    finally:
+        text(w, cluster_id, ctx, "dbutils.widgets.removeAll()\nprint('ok')")
+
+
+def test_task_values_outside_a_job(w, cluster_id, ctx):
+    out = text(w, cluster_id, ctx, """
+tv = dbutils.jobs.taskValues
+tv.set("k", {"a": 1})
+print(tv.get("upstream", "k", debugValue="dbg"), tv.get(taskKey="t", key="k", default=1, debugValue=[2]))
+try:
+    tv.get("upstream", "k", default="ignored")
+except TypeError as e:
+    print(e)
+""")
+    assert out.splitlines() == ["dbg [2]", "Must pass debugValue when calling get outside of a job context. "
+                                           "debugValue cannot be None."]
+
+
 def test_run_magic_relative_and_dbc(w, cluster_id, ctx, home):
     w.workspace.import_(f"{home}/lib", format=ImportFormat.DBC, content=b64(dbc_archive(
         "lib", "helpers", ["%md # Helpers", "def double(x):\n    return 2 * x", "HELPER_SCALE = 10",

@@ -75,6 +75,23 @@ def _handlers(api: str) -> tuple:
     )
 
 
+def set_task_value(body: Body, me: CurrentUser, ws: WorkspaceDep) -> dict:
+    """dbutils.jobs.taskValues.set from a running task (the workspace's internal API)."""
+    _svc(ws).set_task_value(me, body.get("task_run_id"), body.get("key"), body.get("value"))
+    return {}
+
+
+def get_task_value(request: Request, body: Body, me: CurrentUser, ws: WorkspaceDep) -> dict:
+    """dbutils.jobs.taskValues.get: {"value": JSON text}, or {} when the task did not set the key."""
+    params = query_or_body(request, body)
+    return _svc(ws).get_task_value(me, params.get("task_run_id"), params.get("task_key"), params.get("key"))
+
+
+router.add_api_route("/api/2.0/brickyard/jobs/task-values/set", set_task_value, methods=["POST"],
+                     include_in_schema=False)
+router.add_api_route("/api/2.0/brickyard/jobs/task-values/get", get_task_value, methods=["GET"],
+                     include_in_schema=False)
+
 for version in ("2.2", "2.1", "2.0"):
     for method, name, handler in _handlers(version):
         router.add_api_route(f"/api/{version}/jobs/{name}", handler, methods=[method],

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import posixpath
+import re
 import shutil
 from collections import namedtuple
 
@@ -594,6 +595,76 @@ class NotebookUtils:
               "its exit value (in this kernel, in a fresh namespace)")
 
 
+class TaskValuesUtils:
+    """dbutils.jobs.taskValues: values a task of a job run passes to the tasks after it.
+
+    In a job's task the values are kept by the workspace for the run; anywhere else set does
+    nothing and get returns debugValue (a TypeError without one), as on Databricks.
+    """
+
+    _OUTSIDE = "Must pass debugValue when calling get outside of a job context. debugValue cannot be None."
+
+    def __init__(self, rest: Rest, task_run_id: int | None):
+        self._rest = rest
+        self._task_run_id = task_run_id
+
+    def set(self, key: str, value: object) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a string, not {type(key).__name__}")
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"The task value {key!r} must be representable as JSON: {exc}") from None
+        if len(text.encode()) > 48 * 1024:
+            raise ValueError(f"The task value {key!r} is {len(text.encode())} bytes as JSON; the limit is 48 KiB.")
+        if self._task_run_id is None:
+            return
+        try:
+            self._rest.call("POST", "/api/2.0/brickyard/jobs/task-values/set",
+                            body={"task_run_id": self._task_run_id, "key": key, "value": text})
+        except RestError as exc:
+            raise ValueError(exc.message) from None
+
+    def get(self, taskKey: str, key: str, default: object = None, debugValue: object = None) -> object:  # noqa: N803
+        if self._task_run_id is None:
+            if debugValue is None:
+                raise TypeError(self._OUTSIDE)
+            return debugValue
+        try:
+            out = self._rest.call("GET", "/api/2.0/brickyard/jobs/task-values/get",
+                                  {"task_run_id": self._task_run_id, "task_key": taskKey, "key": key})
+        except RestError as exc:
+            raise ValueError(exc.message) from None
+        if "value" in out:
+            return json.loads(out["value"])
+        if default is not None:
+            return default
+        raise ValueError(f"Task {taskKey!r} did not set the task value {key!r} in this run (pass default= to get "
+                         "a value instead).")
+
+    def help(self, method: str | None = None) -> None:  # noqa: ARG002
+        print("dbutils.jobs.taskValues provides utilities for leveraging job task values.\n"
+              "get(taskKey: String, key: String, default: Any = None, debugValue: Any = None): Any -> Returns the "
+              "latest task value that belongs to the current job run\n"
+              "set(key: String, value: Any): void -> Sets a task value on the current task run")
+
+
+class JobsUtils:
+    """dbutils.jobs"""
+
+    def __init__(self, rest: Rest, task_run_id: int | None):
+        self.taskValues = TaskValuesUtils(rest, task_run_id)  # noqa: N815 - Databricks' name
+
+    def help(self, method: str | None = None) -> None:  # noqa: ARG002
+        print("dbutils.jobs: taskValues -> Provides utilities for leveraging job task values")
+
+
+def task_run_id(run_id: str | None) -> int | None:
+    """The job task run a kernel runs for, from its runId tag (job-run-<id>); None outside a job."""
+    m = re.fullmatch(r"job-run-(\d+)", run_id or "")
+    return int(m.group(1)) if m else None
+
+
 class LibraryUtils:
     def restartPython(self) -> None:  # noqa: N802
         import importlib
@@ -610,11 +681,13 @@ class DBUtils:
         self.secrets = SecretsUtils(rest)
         self.widgets = WidgetsUtils(params)
         self.notebook = NotebookUtils(info, rest, runner)
+        self.jobs = JobsUtils(rest, task_run_id((info.get("tags") or {}).get("runId")))
         self.library = LibraryUtils()
 
     def help(self) -> None:
         print("This module provides various utilities for users to interact with the rest of Brickyard.\n"
               "fs: DbfsUtils -> Manipulates DBFS (dbfs:/) and local (file:/) files\n"
+              "jobs: JobsUtils -> Utilities for leveraging jobs features (taskValues)\n"
               "library: LibraryUtils -> restartPython\n"
               "notebook: NotebookUtils -> Utilities for the control flow of a notebook\n"
               "secrets: SecretUtils -> Provides utilities for leveraging secrets within notebooks\n"

@@ -93,6 +93,77 @@ def split_sql(text: str) -> list[str]:
     return [s.strip() for s in out if s.strip()]
 
 
+_LEGACY_REF = re.compile(r"""\\\$|\$\{(\w+)\}|\$(\w+)|\bgetArgument\(\s*(['"])(\w+)\3\s*(?:,\s*(['"])(.*?)\5\s*)?\)""")
+_CREATE_WIDGET = re.compile(r"""^\s*CREATE\s+WIDGET\s+(TEXT|DROPDOWN|COMBOBOX|MULTISELECT)\s+(`[^`]+`|\w+)\s+"""
+                            r"""DEFAULT\s+('(?:[^']*)'|"(?:[^"]*)")(?:\s+CHOICES\s+(.+))?\s*$""", re.I | re.S)
+_REMOVE_WIDGET = re.compile(r"^\s*REMOVE\s+WIDGET\s+(`[^`]+`|\w+)\s*$", re.I)
+_MARKER_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"`" else text
+
+
+def substitute_widgets(text: str, values: dict[str, str]) -> str:
+    """Databricks' legacy widget references in SQL cells: ${name} and $name become the widget's value
+    (as text, so '${d}' in a string literal works), getArgument('name'[, 'default']) a string literal;
+    \\$ is a literal $. References to names that are not widgets are left for Spark (${var} substitution).
+    """
+    def one(m: re.Match) -> str:
+        if m.group(0) == "\\$":
+            return "$"
+        name = m.group(1) or m.group(2)
+        if name is not None:
+            return values[name] if name in values else m.group(0)
+        value = values.get(m.group(4), m.group(6))
+        if value is None:
+            return m.group(0)
+        return _sql_literal(value)
+    return _LEGACY_REF.sub(one, text)
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def bind_markers(statement: str, values: dict[str, str]) -> str:
+    """Named parameter markers (:name) of widgets become string literals; others are left for Spark.
+
+    Outside string literals, quoted identifiers and comments only, and not the :: cast operator.
+    (Spark's own binding, spark.sql(text, args=...), does not work with Delta's SQL extension
+    here, so the values are bound as escaped literals: a string parameter in every place a
+    literal may stand, IDENTIFIER(:name) included.)
+    """
+    out, quote, i, n = [], None, 0, len(statement)
+    while i < n:
+        ch = statement[i]
+        if quote:
+            if ch == "\\" and quote != "`":
+                out.append(statement[i:i + 2])
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"', "`"):
+            quote = ch
+        elif statement.startswith("--", i) or statement.startswith("/*", i):
+            end = statement.find("\n" if ch == "-" else "*/", i + 2)
+            end = n if end < 0 else end + (0 if ch == "-" else 2)
+            out.append(statement[i:end])
+            i = end
+            continue
+        elif ch == ":" and (i == 0 or not (statement[i - 1] == ":" or statement[i - 1].isalnum()
+                                           or statement[i - 1] == "_")):
+            m = _MARKER_NAME.match(statement, i + 1)
+            if m and m.group(0) in values:
+                out.append(_sql_literal(values[m.group(0)]))
+                i = m.end()
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 class MagicNotSupported(Exception):
     """A cell language Brickyard clusters do not run (Scala, R)."""
 
@@ -135,11 +206,40 @@ class Frame:
 
     def _sql(self, args: str, body: str) -> None:
         spark = self.ns["spark"]
+        widgets = self.dbutils.widgets
         result = None
-        for statement in split_sql((args + "\n" + body) if args else body):
-            result = spark.sql(statement)
+        text = (args + "\n" + body) if args else body
+        values = widgets.getAll()
+        if values:
+            text = substitute_widgets(text, values)
+        for statement in split_sql(text):
+            if self._widget_statement(statement):
+                continue
+            # Named parameter markers (:name) take widget values, as in Databricks notebooks.
+            result = spark.sql(bind_markers(statement, values))
+            values = widgets.getAll()
         if result is not None and result.columns:
             self.ns["display"](result)
+
+    def _widget_statement(self, statement: str) -> bool:
+        """CREATE WIDGET ... / REMOVE WIDGET name: the SQL form of dbutils.widgets."""
+        m = _REMOVE_WIDGET.match(statement)
+        if m:
+            self.dbutils.widgets.remove(_unquote(m.group(1)))
+            return True
+        m = _CREATE_WIDGET.match(statement)
+        if not m:
+            return False
+        kind, name, default, choices = m.group(1).lower(), _unquote(m.group(2)), _unquote(m.group(3)), m.group(4)
+        widgets = self.dbutils.widgets
+        if kind == "text":
+            widgets.text(name, default)
+            return True
+        if not choices:
+            raise ValueError(f"CREATE WIDGET {kind.upper()} {name} needs CHOICES SELECT ... (a query of the choices)")
+        options = [str(r[0]) for r in self.ns["spark"].sql(choices).collect()]
+        getattr(widgets, kind)(name, default, options)
+        return True
 
     def _md(self, args: str, body: str) -> None:
         from IPython.display import Markdown, display

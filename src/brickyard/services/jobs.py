@@ -16,6 +16,7 @@ from brickyard.services.common import now_ms
 from brickyard.services.jobs_exec import ACTIVE, RunSupervisor
 from brickyard.services.jobs_runs import RunsApi, flag, int_id, page_offset, page_token
 from brickyard.services.jobs_scheduler import Scheduler
+from brickyard.services.jobs_values import TaskValuesApi
 from brickyard.services.users import Principal
 from brickyard.store.models import Job, JobRun, JobTaskRun, Token, User
 
@@ -40,7 +41,7 @@ class IdSource:
             return self._last
 
 
-class JobService(RunsApi):
+class JobService(RunsApi, TaskValuesApi):
     def __init__(self, ws):  # noqa: ANN001
         self.ws = ws
         self.store = ws.store

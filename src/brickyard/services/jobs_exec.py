@@ -250,6 +250,10 @@ class RunSupervisor:
                               setup_duration=now_ms() - started)
             return "FAILED"
         try:
+            if "{{" in json.dumps(task):
+                # {{tasks.<task>.values.<key>}}: values set by upstream tasks of this run, known only now.
+                task = ctx.task = self.service.fill_task_value_refs(ctx.run_id, task)
+                self._update_task(ctx.task_run_id, spec=json.dumps(task))
             note = self.service.library_note(task, ctx.cluster_id, ctx.user)
         except BrickyardError as exc:
             self._update_task(ctx.task_run_id, life_cycle_state="INTERNAL_ERROR", result_state="FAILED",
