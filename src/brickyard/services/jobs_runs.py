@@ -182,3 +182,20 @@ class RunsApi:
             return {"views": []}  # notebooks here have no dashboards
         html = formats.write_notebook("HTML", nb, task.run_id).decode()
         return {"views": [{"content": html, "name": nb.name, "type": "NOTEBOOK"}]}
+
+    def executed_notebook(self, caller: Principal, task_run_id: object):  # noqa: ANN201
+        """The executed copy of a notebook task run (cells with their outputs, a formats.Notebook), or
+        None while the task has not run; the web UI's run page renders it."""
+        from brickyard.runtime import formats
+
+        with self.store.session() as sess:
+            run, task = self._run(sess, caller, task_run_id)
+            if task is None:
+                latest = jobs_view.latest_attempts(list(sess.scalars(
+                    select(JobTaskRun).where(JobTaskRun.parent_run_id == run.run_id))))
+                if len(latest) != 1:
+                    raise invalid(f"Run {run.run_id} has several tasks; ask for one task run's notebook.")
+                task = latest[0]
+            if "notebook_task" not in json.loads(task.spec) or task.notebook is None:
+                return None
+            return formats.loads(task.notebook)

@@ -15,6 +15,7 @@ PAGE_MODULES = (
     "pages_admin",  # /admin/users
     "pages_workspace",  # /workspace, /workspace/notebook, import/export/move/delete, Run on cluster
     "pages_data",  # /data (DBFS browser), /data/upload (Upload Data)
+    "pages_jobs",  # /jobs, /jobs/create, /jobs/<id>, /jobs/<id>/runs/<run>
 )
 
 
