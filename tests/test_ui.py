@@ -142,6 +142,28 @@ def test_hash_route_with_workspace_id(page, server, w, unique):
     assert {a.principal: a.permission.value for a in w.secrets.list_acls(scope)} == {"users": "MANAGE"}
 
 
+HASH_ROUTES = [
+    ("#secrets", "/secrets"),
+    ("#joblist", "/jobs"),
+    ("#job/123/run/456", "/jobs/123/runs/456"),
+    ("#setting/clusters", "/compute"),
+    ("#setting/clusters/0101-abc/configuration", "/compute/0101-abc"),
+    ("#create/cluster", "/compute/create"),
+    ("#workspace/Users/admin/samples", "/workspace?path=%2FUsers%2Fadmin%2Fsamples"),
+    ("#mlflow/experiments/7", "/ml/#/experiments/7"),
+    ("#setting/account", "/settings/tokens"),
+]
+
+
+def test_databricks_hash_routes(page, server):
+    for hash_route, path in HASH_ROUTES:
+        page.goto("/" + hash_route)  # a new page load, or a hash change on the root page
+        page.wait_for_url(server.url + path)
+    page.goto("/")
+    page.goto("/#secrets/createScope")  # same document: only the hash changes
+    page.wait_for_url(server.url + "/secrets/createScope")
+
+
 def test_create_azure_key_vault_scope_in_form(page, server, w, unique):
     page.goto("/secrets/createScope")
     scope = unique("uiakv")
@@ -284,6 +306,7 @@ def test_password_login_admin_users_and_reset(page, anon_page, server, unique):
     with other.expect_navigation():
         other.click("#change-password button[type=submit]")
     assert "not correct" in other.locator("#form-error").inner_text()
+    shot(other, "settings-password")
     other.fill("#change-password input[name=current]", "second-password-2")
     other.fill("#change-password input[name=new]", "third-password-3")
     other.fill("#change-password input[name=confirm]", "third-password-3")

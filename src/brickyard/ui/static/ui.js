@@ -116,6 +116,7 @@
 
   window.Brickyard = { init: init, copy: fallbackCopy };
   routeHash();
+  window.addEventListener("hashchange", routeHash);
   document.addEventListener("DOMContentLoaded", function () {
     keepHashOnLogin();
     tabs();
