@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import requests
 from playwright.sync_api import expect
-from ui_support import csrf_of, session_cookies, shot
+from ui_support import csrf_of, login_with_password, session_cookies, shot
 
 pytestmark = pytest.mark.ui
 
@@ -48,7 +48,8 @@ def _row(page, name: str):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.slow
-def test_single_node_cluster_from_the_form_libraries_logs_terminate_delete(page, server, w, unique, tmp_path):
+def test_single_node_cluster_from_the_form_libraries_logs_terminate_delete(page, anon_page, server, w, unique,
+                                                                           tmp_path):
     name = unique("ui-cluster-")
     page.goto("/compute")
     expect(page.locator("#create-cluster")).to_be_visible()
@@ -129,8 +130,28 @@ def test_single_node_cluster_from_the_form_libraries_logs_terminate_delete(page,
     assert page.get_attribute("#spark-ui-link", "href") == api["spark_ui_url"]
     assert requests.get(api["spark_ui_url"], timeout=30).status_code == 200  # the driver's own UI answers
 
+    # Another (non-admin) user sees the cluster, but may not change its libraries or read its driver log,
+    # as the Libraries API refuses them.
+    other, password = unique("ui-user-"), "ui-compute-pw-1"
+    page.goto("/admin/users")
+    page.fill("#create-user input[name=user_name]", other)
+    page.fill("#create-user input[name=password]", password)
+    with page.expect_navigation():
+        page.click("#create-user button[type=submit]")
+    login_with_password(anon_page, other, password)
+    anon_page.goto(f"/compute/{cid}?tab=libraries")
+    expect(anon_page.locator("#cluster-state")).to_have_text("RUNNING")
+    expect(anon_page.locator("#install-library-form")).to_have_count(0)
+    expect(anon_page.locator("#panel-libraries")).to_contain_text("Only the cluster's creator or an admin")
+    r = anon_page.request.get(f"/compute/{cid}/_driver_logs")
+    assert r.status == 403 and "may read its driver logs" in r.text()
+    r = anon_page.request.post(f"/compute/{cid}/libraries/install", headers={"X-CSRF-Token": csrf_of(anon_page)},
+                               form={"source": "pypi", "package": PYPI_PACKAGE})
+    assert r.status == 403 and "Only the creator of cluster" in r.text()
+
     # Libraries tab: a missing package name is refused with the reason, then a PyPI package and an
     # uploaded wheel (stored in DBFS, then installed) reach INSTALLED.
+    page.goto(f"/compute/{cid}")
     page.click("#tab-libraries")
     expect(page.locator("#cluster-libraries")).to_contain_text("No libraries installed")
     page.check("#source-pypi")
