@@ -77,6 +77,17 @@ def test_import_ipynb_into_samples_and_export(page, w, server):
     first_code = next(c for c in cells if c["cell_type"] == "code")
     assert "".join(first_code["source"]).strip().splitlines()[0] in page.locator("#cells").inner_text()
     shot(page, "workspace-notebook")
+    # Open in JupyterLab: the notebook in `brickyard jupyter`'s contents (Users/<me>/x.ipynb).
+    _open_menu(page, "#jupyter-menu")
+    assert page.locator("#open-jupyter").get_attribute("href") == \
+        f"http://localhost:8888/lab/tree/Users/{me}/samples/BaseExperiment.ipynb"
+    assert f"DATABRICKS_HOST={server.url}" in page.locator("#jupyter-command").inner_text()
+    page.fill("#jupyter-menu input[name=jupyter_port]", "8899")
+    with page.expect_navigation():
+        page.click("#jupyter-menu button[type=submit]")
+    _open_menu(page, "#jupyter-menu")
+    assert page.locator("#open-jupyter").get_attribute("href").startswith("http://localhost:8899/lab/tree/Users/")
+    page.keyboard.press("Escape")
 
     # Export in each format: the downloads are what the Workspace API exports.
     for fmt, sdk_fmt in (("dbc", ExportFormat.DBC), ("source", ExportFormat.SOURCE), ("jupyter", ExportFormat.JUPYTER),
@@ -276,12 +287,9 @@ def test_url_import_refuses_other_schemes_and_link_local(page, w):
 
 
 MATPLOTLIB_NOTEBOOK = f"""# Databricks notebook source
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(4, 3))
 ax.plot([1, 2, 3], [1, 4, 9])
-display(fig)
 
 # COMMAND ----------
 
@@ -337,3 +345,21 @@ def test_run_on_cluster_shows_plot(page, w, cluster_id, unique, tmp_path):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     # The run is a one-time run in the Jobs API.
     assert run.run_type.value == "SUBMIT_RUN" and re.search(r"Plot", run.run_name)
+
+
+def test_other_users_see_their_own_home_only(anon_page, server, w, unique):
+    from ui_support import login_with_token
+
+    name = unique("uiuser") + "@example.com"
+    _, token = server.new_user(name)
+    page = anon_page
+    login_with_token(page, token, next_path="%2Fworkspace")
+    assert page.locator("#folder-path").inner_text() == f"/Users/{name}"
+    assert sorted(page.locator(".ws-tree a.ws-folder").all_inner_texts()) == sorted(["Shared", "Users", name])
+    assert "admin" not in page.locator(".ws-side > .ws-tree").inner_text()
+    response = page.goto("/workspace?path=/Users/admin")
+    assert response.status == 403
+    assert "does not have permission" in page.locator("main").inner_text()
+    # Their own folder takes imports; the admin's notebooks stay out of reach.
+    response = page.goto("/workspace/export?path=/Users/admin/samples/BaseExperiment&format=SOURCE")
+    assert response.status in (403, 404)
