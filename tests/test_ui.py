@@ -353,20 +353,18 @@ def test_first_admin_signs_in_with_the_printed_password(tmp_path):
 
 @pytest.fixture(scope="module")
 def mlflow_experiment(server):
-    import mlflow
+    """An experiment with a finished run, logged with the mlflow client over HTTP."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=server.url)
-    import os
-
-    os.environ["MLFLOW_TRACKING_TOKEN"] = server.token
-    name = "/Shared/ui-mlflow-experiment"
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name)
-    run = client.create_run(exp_id, run_name="ui-visible-run")
-    client.log_metric(run.info.run_id, "auc", 0.91)
-    client.set_terminated(run.info.run_id)
-    del mlflow
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_TOKEN", server.token)
+        client = MlflowClient(tracking_uri=server.url)
+        name = "/Shared/ui-mlflow-experiment"
+        exp = client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(name)
+        run = client.create_run(exp_id, run_name="ui-visible-run")
+        client.log_metric(run.info.run_id, "auc", 0.91)
+        client.set_terminated(run.info.run_id)
     return exp_id, run.info.run_id
 
 
