@@ -346,6 +346,21 @@ def test_run_on_cluster_shows_plot(page, w, cluster_id, unique, tmp_path):
     # The run is a one-time run in the Jobs API.
     assert run.run_type.value == "SUBMIT_RUN" and re.search(r"Plot", run.run_name)
 
+    # Run again and leave the page: the results land when the notebook is opened next.
+    with page.expect_navigation():
+        page.click("#run-on-cluster")
+    second = int(page.locator("#run-status").get_attribute("data-run-id"))
+    assert second != run_id
+    page.goto(f"/workspace?path={folder}")
+    from datetime import timedelta
+
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(second, timeout=timedelta(minutes=5))
+    assert done.state.result_state.value == "SUCCESS", done.state
+    page.goto(f"/workspace/notebook?path={path}")
+    assert page.locator("#run-status").count() == 0
+    assert page.locator("#last-run .mono").first.inner_text() == str(second)
+    assert page.locator("#cmd-1 img.nb-image").count() == 1
+
 
 def test_other_users_see_their_own_home_only(anon_page, server, w, unique):
     from ui_support import login_with_token

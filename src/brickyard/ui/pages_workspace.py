@@ -390,12 +390,14 @@ def apply_run(ws, me, path: str, run_id: int) -> dict:  # noqa: ANN001
     try:
         run = ws.services["jobs"].get_run(me, run_id)
     except BrickyardError as exc:
-        return {"run_id": run_id, "done": False, "life": "UNKNOWN", "message": exc.message}
+        # A run this user may not see (started by someone else): say so, without polling it.
+        return {"run_id": run_id, "done": False, "life": "UNKNOWN", "result": "", "message": exc.message,
+                "run_page_url": "", "cluster_id": "", "hidden": True}
     state = run.get("state") or {}
     life = state.get("life_cycle_state", "")
     view = {"run_id": run_id, "done": life not in ACTIVE, "life": life, "result": state.get("result_state", ""),
             "message": state.get("state_message", ""), "run_page_url": run.get("run_page_url", ""),
-            "cluster_id": (run.get("cluster_spec") or {}).get("existing_cluster_id", "")}
+            "cluster_id": (run.get("cluster_spec") or {}).get("existing_cluster_id", ""), "hidden": False}
     if not view["done"]:
         return view
     executed = None
