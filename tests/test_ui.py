@@ -424,3 +424,12 @@ def test_password_guessing_is_throttled(page, anon_page, server, unique):
     # Other users and token sign-in are not affected.
     login_with_token(other, server.token)
     assert other.url == server.url + "/"
+
+
+def test_unknown_page_is_a_page_and_unknown_api_is_json(page, server):
+    response = page.goto("/no-such-page")
+    assert response.status == 404
+    assert "There is no page at /no-such-page" in page.locator(".error-message").inner_text()
+    assert page.locator(".user-name").inner_text() == "admin"  # the sidebar and top bar are there
+    r = requests.get(server.url + "/api/2.0/no-such-api", headers={"Accept": "text/html"}, timeout=30)
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"

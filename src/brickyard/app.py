@@ -39,6 +39,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 404:
+        from brickyard.ui import not_found_page
+
+        page = await not_found_page(request)  # a browser opening an unknown page gets a page
+        if page is not None:
+            return page
         return _error(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.method} {request.url.path}'")
     if exc.status_code == 405:
         return _error(405, "BAD_REQUEST", f"Method {request.method} is not allowed for {request.url.path}")

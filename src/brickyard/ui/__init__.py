@@ -16,6 +16,7 @@ PAGE_MODULES = (
     "pages_workspace",  # /workspace, /workspace/notebook, import/export/move/delete, Run on cluster
     "pages_data",  # /data (DBFS browser), /data/upload (Upload Data)
     "pages_jobs",  # /jobs, /jobs/create, /jobs/<id>, /jobs/<id>/runs/<run>
+    "pages_serving",  # /serving, /serving/create, /serving/endpoints/<name>, /serving/models
 )
 
 
@@ -32,3 +33,18 @@ def mount(app) -> None:  # noqa: ANN001
     for router in routers():
         app.include_router(router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
+
+
+async def not_found_page(request):  # noqa: ANN001, ANN201
+    """The 404 page for a browser navigating to an unknown non-API path, else None (JSON 404)."""
+    path = request.url.path
+    if request.method != "GET" or path.startswith(("/api/", "/ajax-api/", "/ml/", "/static/")):
+        return None
+    if "text/html" not in request.headers.get("accept", ""):
+        return None
+    from starlette.concurrency import run_in_threadpool
+
+    from brickyard.ui.core import error_page
+
+    return await run_in_threadpool(error_page, request, 404, "Page not found",
+                                   f"There is no page at {path} in this workspace.", "")
