@@ -171,6 +171,36 @@ def test_folder_export_move_rename_delete(page, w, unique):
         w.workspace.get_status(target)
 
 
+def test_import_dbc_and_html_exports(page, w, unique, tmp_path):
+    folder = _ensure_folder_via_page(page, w, "/Shared", unique("uidbc"))
+    page.goto(f"/workspace?path={folder}")
+    page.click("#import > summary")
+    page.set_input_files("#import-file", str(REPO / "examples" / "wine-lab" / "HelperFunctions.dbc"))
+    with page.expect_navigation():
+        page.click("#import-submit")
+    assert "Imported HelperFunctions." in page.locator(".flash-success").inner_text()
+    assert w.workspace.get_status(f"{folder}/HelperFunctions").object_type == ObjectType.NOTEBOOK
+    # An HTML export imports back (format chosen explicitly, under another name).
+    html = tmp_path / "helper.html"
+    html.write_bytes(_export(w, f"{folder}/HelperFunctions", ExportFormat.HTML))
+    page.click("#import > summary")
+    page.set_input_files("#import-file", str(html))
+    page.select_option("#import-format", "HTML")
+    page.fill("#import-name", "FromHtml")
+    with page.expect_navigation():
+        page.click("#import-submit")
+    assert "Imported FromHtml." in page.locator(".flash-success").inner_text()
+    assert _export(w, f"{folder}/FromHtml", ExportFormat.SOURCE) == \
+        _export(w, f"{folder}/HelperFunctions", ExportFormat.SOURCE)
+    # A file that is no notebook in the chosen format is refused with the parser's reason.
+    page.click("#import > summary")
+    page.set_input_files("#import-file", str(html))
+    page.select_option("#import-format", "JUPYTER")
+    with page.expect_navigation():
+        page.click("#import-submit")
+    assert "Invalid request" in page.locator("main").inner_text()
+
+
 def _notebook_with_outputs() -> bytes:
     cells = [
         {"cell_type": "markdown", "metadata": {}, "source": ["# Outputs\n", "Some **bold** text and <b>raw html</b>."]},
