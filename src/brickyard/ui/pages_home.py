@@ -1,6 +1,7 @@
 """Sign-in, sign-out and the workspace home (with Databricks' hash routes, see static/ui.js)."""
 from __future__ import annotations
 
+import logging
 import secrets
 
 from fastapi import Request
@@ -22,6 +23,7 @@ from brickyard.ui.core import (
 )
 
 router = ui_router()
+log = logging.getLogger("brickyard.ui")
 
 LOGIN_COOKIE = "by_login"  # a random nonce binding the login form to this browser (login CSRF)
 
@@ -69,6 +71,9 @@ async def login(request: Request):
             else:
                 sid, _ = svc.login_password(sess, field("username").strip(), field("password"))
     except BrickyardError as exc:
+        # Who tried and how, for the operator; never the password or the token.
+        log.info("web sign-in refused (%s, user %r, from %s): %s", method, field("username")[:256],
+                 request.client.host if request.client else "?", exc.error_code)
         message = exc.message
         if method == "token" and exc.error_code == "UNAUTHENTICATED":
             message = "Invalid or expired access token."
