@@ -17,7 +17,6 @@ PAGE_MODULES = (
     "pages_data",  # /data (DBFS browser), /data/upload (Upload Data)
     "pages_jobs",  # /jobs, /jobs/create, /jobs/<id>, /jobs/<id>/runs/<run>
     "pages_serving",  # /serving, /serving/create, /serving/endpoints/<name>, /serving/models
-    "pages_serving",  # /serving, /serving/create, /serving/endpoints/<name>, /serving/models
 )
 
 
