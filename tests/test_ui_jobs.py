@@ -186,9 +186,27 @@ def test_notebook_job_from_the_form_runs_and_shows_the_executed_notebook(page, s
     assert r.status_code == 303
     shot(page, "job-run")
 
-    # The job page lists the run with its final state.
+    # The job page lists the run with its final state, so does Job runs.
     page.goto(f"/jobs/{job_id}")
     assert page.locator(f"tr[data-run-id='{run_id}'] .run-state").inner_text() == "SUCCESS"
+    page.goto("/jobs")
+    page.click("#job-runs")
+    assert page.locator(f"tr[data-run-id='{run_id}'] .run-state").inner_text() == "SUCCESS"
+    assert page.locator(f"tr[data-run-id='{run_id}'] a[href='/jobs/{job_id}']").inner_text() == name
+    # The run_page_url the API gives (a Databricks hash route) opens the same page.
+    assert run.run_page_url == f"{server.url}/#job/{job_id}/run/{run_id}"
+    page.goto(run.run_page_url)
+    page.wait_for_url(f"**/jobs/{job_id}/runs/{run_id}")
+    assert page.locator("#run-state").inner_text() == "SUCCESS"
+    # A one-time run (runs/submit) has a page of its own too, reached by its run_page_url.
+    sub = w.jobs.submit(run_name=unique("ui-submit"), tasks=[jobs.SubmitTask(
+        task_key="nb", existing_cluster_id=cluster_id,
+        notebook_task=jobs.NotebookTask(notebook_path=path, base_parameters={"who": "submit"}))]).run_id
+    page.goto(w.jobs.get_run(sub).run_page_url)
+    page.wait_for_url(f"**/jobs/runs/{sub}")
+    page.wait_for_selector("#run-body[data-state=SUCCESS]", timeout=RUN_WAIT_MS)
+    assert page.locator(".task-result").inner_text() == "done-submit"
+    assert "hello submit" in page.locator("pre.nb-stream").first.inner_text()
     # A task run's id (the run_page_url of a task) opens its job run at the task.
     task_run_id = run.tasks[0].run_id
     page.goto(f"/jobs/{job_id}/runs/{task_run_id}")

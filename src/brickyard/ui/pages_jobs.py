@@ -285,6 +285,23 @@ def jobs_list(request: Request, me: UiUser):
     return render(request, "jobs/list.html", active="jobs", jobs=rows, more=listed.get("has_more", False))
 
 
+@router.get("/jobs/runs")
+def all_runs(request: Request, me: UiUser):
+    """Job runs: the newest runs of every job the user can see, and one-time (submitted) runs."""
+    listed = _svc(request).list_runs(me, {"limit": 25})
+    runs = [_run_row(r) for r in listed.get("runs") or []]
+    return render(request, "jobs/runs.html", active="jobs", runs=runs, duration=_duration,
+                  polling=any(r["badge"]["active"] for r in runs))
+
+
+@router.get("/jobs/runs-table")
+def all_runs_table(request: Request, me: UiUser):
+    listed = _svc(request).list_runs(me, {"limit": 25})
+    runs = [_run_row(r) for r in listed.get("runs") or []]
+    return render(request, "jobs/_runs.html", job_id=None, runs=runs, duration=_duration,
+                  polling=any(r["badge"]["active"] for r in runs))
+
+
 def _form_defaults(request: Request) -> dict:
     return {"name": "", "task_key": "notebook", "notebook_path": "", "compute": "existing", "cluster_id": "",
             "spark_version": catalog.DEFAULT_ML_RUNTIME.key, "node_type_id": catalog.SMALLEST_LOCAL.node_type_id,

@@ -9,6 +9,7 @@
     [/^joblist\/?$/, function () { return "/jobs"; }],
     [/^jobs?\/?$/, function () { return "/jobs"; }],
     [/^job\/(\d+)(?:\/run\/(\d+))?/, function (m) { return m[2] ? "/jobs/" + m[1] + "/runs/" + m[2] : "/jobs/" + m[1]; }],
+    [/^run\/(\d+)/, function (m) { return "/jobs/runs/" + m[1]; }],
     [/^setting\/clusters\/([^/]+)\/configuration/, function (m) { return "/compute/" + encodeURIComponent(m[1]); }],
     [/^setting\/clusters\/?$/, function () { return "/compute"; }],
     [/^create\/cluster\/?$/, function () { return "/compute/create"; }],
