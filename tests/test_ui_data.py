@@ -54,7 +54,7 @@ def test_upload_wine_csvs_and_copy_pandas_snippet(page, w, server):
     # Copy the pandas snippet as a user does, and read it from the clipboard.
     page.click("#tab-pandas")
     page.click("#copy-pandas")
-    assert page.locator("#copy-pandas").inner_text() == "Copied"
+    expect(page.locator("#copy-pandas")).to_have_text("Copied")
     pandas = page.evaluate("navigator.clipboard.readText()")
     assert pandas == page.locator("#snippet-pandas").inner_text()
     local = f"/dbfs/FileStore/shared_uploads/{me}"
