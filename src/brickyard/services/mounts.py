@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import socket
 import threading
 from pathlib import Path
 
@@ -103,8 +105,34 @@ def check_configs(value: object) -> dict[str, str]:
     return out
 
 
+AZURE_SCHEMES = ("abfss", "abfs", "wasbs", "wasb")
+# ABFS reads its fs.azure.account.* settings for one account as <key>.<account host>.
+_AZURE_SCOPED = re.compile(r"\.[a-z0-9-]+\.(?:dfs|blob)\.core\.[a-z.]+$")
+
+
+def azure_host(source: str) -> str:
+    """The account host of abfss://<container>@<host>/... (or wasbs://)."""
+    authority = source.split("://", 1)[1].split("/", 1)[0]
+    return authority.rsplit("@", 1)[-1].lower()
+
+
 def hadoop_conf(source: str, configs: dict[str, str]) -> dict[str, str]:
-    """The Hadoop settings a mount adds to a cluster: S3A settings scoped to the mount's bucket."""
+    """The Hadoop settings a mount adds to a cluster.
+
+    S3A settings are scoped to the mount's bucket; ABFS account settings (fs.azure.account.*:
+    auth type, OAuth client id/secret/endpoint, account key) to the mount's account host, as
+    Databricks' mount examples give them unscoped. Either way two mounts with different
+    credentials do not collide.
+    """
+    if source.split(":", 1)[0] in AZURE_SCHEMES:
+        host = azure_host(source)
+        out = {}
+        for key, val in configs.items():
+            if key.startswith("fs.azure.account.") and not key.endswith("." + host) \
+                    and not _AZURE_SCOPED.search(key):
+                key = f"{key}.{host}"
+            out[key] = val
+        return out
     if not source.startswith("s3a://"):
         return dict(configs)
     bucket = source[len("s3a://"):].split("/", 1)[0]
@@ -117,7 +145,40 @@ def hadoop_conf(source: str, configs: dict[str, str]) -> dict[str, str]:
 
 
 def target_uri(source: str) -> str:
-    return "file://" + source[len("file:"):] if source.startswith("file:") else source
+    """Where a cluster's mount link points. wasb(s):// goes to ABFS on the same Blob endpoint: Hadoop
+    3.5 (Spark 4.2) removed the WASB driver ("WASB Driver using wasb(s) schema is no longer
+    supported. Instead use ABFS Driver for FNS account by changing the scheme to abfs(s)")."""
+    if source.startswith("file:"):
+        return "file://" + source[len("file:"):]
+    if source.startswith(("wasbs://", "wasb://")):
+        return "abfs" + source[len("wasb"):]
+    return source
+
+
+def azure_endpoint(source: str, configs: dict[str, str]) -> tuple[str, int]:
+    """The (host, port) a cluster's ABFS client connects to for this mount."""
+    custom = configs.get("fs.azure.abfs.endpoint")  # a custom endpoint (an emulator, Azure Stack)
+    tls = source.startswith(("abfss:", "wasbs:")) or configs.get("fs.azure.always.use.https", "true") != "false"
+    host, port = (custom or azure_host(source)), 443 if tls else 80
+    if ":" in host:
+        host, _, number = host.rpartition(":")
+        port = int(number) if number.isdigit() else port
+    return host, port
+
+
+def check_reachable(source: str, configs: dict[str, str], timeout: float = 10.0) -> None:
+    """Refuse a mount whose storage endpoint does not answer (the workspace cannot sign Azure requests
+    itself, so this checks the account is reachable, not that the credentials are right)."""
+    host, port = azure_endpoint(source, configs)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise BrickyardError("IO_ERROR", f"Cannot mount {source}: the storage account endpoint {host}:{port} "
+                             f"cannot be reached ({reason}). Check the account name and the network; Brickyard "
+                             "checks reachability at mount time, credentials when Spark first uses the mount."
+                             ) from None
 
 
 class MountService:
@@ -282,6 +343,9 @@ class MountService:
             home = Path(os.path.realpath(self.ws.settings.home))
             if real == home or home in real.parents or real in home.parents:
                 raise invalid(f"Cannot mount {src}: it holds or is inside the workspace's own folder.")
+            return
+        if src.split(":", 1)[0] in AZURE_SCHEMES:
+            check_reachable(src, configs)
             return
         store = store_for(src, hadoop_conf(src, configs))
         if isinstance(store, S3Store):
