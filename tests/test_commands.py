@@ -197,6 +197,7 @@ def test_context_takes_the_spare_kernel_and_binds_it_to_the_caller(server, w, cl
 
 
 def test_spare_kernels_stop_with_their_cluster(server, w, unique):
+    """Spares die with their cluster's run; a context created while the spare is starting waits for it."""
     from brickyard.compute.runtime import pid_alive
 
     contexts = server.workspace.services["contexts"]
@@ -208,10 +209,18 @@ def test_spare_kernels_stop_with_their_cluster(server, w, unique):
         first = wait_for(lambda: contexts.spare_pid(cluster), what="a spare kernel")
         w.clusters.restart_and_wait(cluster, timeout=timedelta(minutes=5))
         assert not pid_alive(first)
-        second = wait_for(lambda: contexts.spare_pid(cluster), what="a spare kernel after the restart")
-        assert second != first
+        # The new run's spare, starting or ready: the next context gets it either way.
+        spare = wait_for(lambda: contexts._starting.get(cluster) or contexts.spares.get(cluster),
+                         what="a spare kernel after the restart")
+        ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=compute.Language.PYTHON, timeout=T)
+        assert ctx.id == spare.ctx_id
+        taken = spare.pid
+        assert run(w, cluster, ctx.id, "import os\nos.getpid()").results.data == str(taken)
+        assert taken != first
+        replacement = wait_for(lambda: contexts.spare_pid(cluster), what="the replacement spare")
+        assert replacement != taken
         w.clusters.delete_and_wait(cluster, timeout=timedelta(minutes=5))
         assert contexts.spare_pid(cluster) is None
-        assert not pid_alive(second)
+        assert not pid_alive(taken) and not pid_alive(replacement)
     finally:
         w.clusters.permanent_delete(cluster)

@@ -85,6 +85,8 @@ class Spare:
     client: object = None
     cancelled: bool = False
     stopped: bool = False
+    claimed: bool = False  # a context took it while it was starting: the context waits for it
+    ready: threading.Event = field(default_factory=threading.Event)  # its start ended (well or not)
 
     @property
     def pid(self) -> int | None:
@@ -152,7 +154,7 @@ class ContextService:
         lang = self._language(language)
         procs = self._running_cluster(cluster_id)
         self.clusters.check_attach(caller, cluster_id)  # single-user clusters run their user's code only
-        spare = self._take_spare(cluster_id, procs)
+        spare = self._take_spare(cluster_id, procs) or self._claim_starting(cluster_id, procs)
         ctx = Context(id=spare.ctx_id if spare else new_context_id(), cluster_id=cluster_id, language=lang,
                       owner_id=caller.id, owner=caller)
         with self._lock:
@@ -362,7 +364,9 @@ class ContextService:
 
     def _run_context(self, ctx: Context, procs, spare: Spare | None = None) -> None:  # noqa: ANN001
         try:
-            if spare is not None and not self._bind(ctx, spare):
+            if spare is not None and not spare.ready.wait(KERNEL_START_TIMEOUT + 30):
+                spare = None  # its starter stops it when it is done
+            if spare is not None and (spare.cancelled or not self._bind(ctx, spare)):
                 spare = None
             if spare is None:
                 ctx.kernel, ctx.client = self._start_kernel(ctx, procs)
@@ -381,7 +385,7 @@ class ContextService:
                 continue
             cmd.status = "Running"
             ctx.running = cmd
-            self.clusters.mark_busy(ctx.cluster_id, +1)
+            self._mark_busy(ctx, +1)
             try:
                 code = cmd.code if cmd.language == "python" else f"_brickyard_sql({cmd.code!r})"
                 results = self._run(ctx, code)
@@ -389,13 +393,20 @@ class ContextService:
                 results = {"resultType": "error", "summary": "The execution context stopped",
                            "cause": str(exc)}
             finally:
-                self.clusters.mark_busy(ctx.cluster_id, -1)
+                self._mark_busy(ctx, -1)
                 ctx.running = None
             if cmd.status == "Cancelling":
                 cmd.status = "Cancelled"
             else:
                 cmd.status = "Finished"  # as on Databricks, failed code is Finished with an error result
             cmd.results = results
+
+    def _mark_busy(self, ctx: Context, delta: int) -> None:
+        """Tell the cluster a command runs (auto-termination); a store hiccup must not wedge the context."""
+        try:
+            self.clusters.mark_busy(ctx.cluster_id, delta)
+        except Exception:  # noqa: BLE001
+            log.exception("context %s: marking cluster %s busy", ctx.id, ctx.cluster_id)
 
     def _check(self, ctx: Context | Spare, timeout: float | None = None) -> None:
         """The kernel reaches Spark (raises with the error otherwise)."""
@@ -447,10 +458,15 @@ class ContextService:
             if self._starting.get(cluster_id) is spare:
                 del self._starting[cluster_id]
             keep = (not spare.cancelled and not self._closed and self.clusters.procs.get(cluster_id) is procs)
-            if keep:
+            if not keep:
+                spare.cancelled = True
+            elif not spare.claimed:
                 self.spares[cluster_id] = spare
         if not keep:
             self._stop_spare(spare)
+        spare.ready.set()
+        if keep and spare.claimed:
+            self._schedule_spare(cluster_id, SPARE_REFILL_DELAY)
 
     def _take_spare(self, cluster_id: str, procs) -> Spare | None:  # noqa: ANN001
         with self._lock:
@@ -462,6 +478,15 @@ class ContextService:
             spare = None
         self._schedule_spare(cluster_id, SPARE_REFILL_DELAY)
         return spare
+
+    def _claim_starting(self, cluster_id: str, procs) -> Spare | None:  # noqa: ANN001
+        """The cluster's spare still starting, for a context to wait for: sooner than a kernel of its own."""
+        with self._lock:
+            spare = self._starting.get(cluster_id)
+            if spare is None or spare.claimed or spare.cancelled or spare.procs is not procs:
+                return None
+            spare.claimed = True
+            return spare
 
     def _bind(self, ctx: Context, spare: Spare) -> bool:
         """Make the spare kernel the caller's context; False (spare stopped) when that fails."""
