@@ -66,6 +66,21 @@ def test_plot_becomes_image(server, w, cluster_id, ctx):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_display_of_a_figure_is_one_image_whatever_the_backend(server, w, cluster_id, ctx):
+    # The lab's style: an Agg figure handed to display(); Databricks shows it once, as an image.
+    r = run(w, cluster_id, ctx, "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                                "fig, ax = plt.subplots()\nax.bar(['a', 'b'], [1, 2])\ndisplay(fig)")
+    assert r.results.result_type == compute.ResultType.IMAGE, r.results
+    png = server.settings.dbfs_root / "FileStore" / r.results.file_name.lstrip("/")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Shown once: the figure is closed, so the end of the cell (inline backend) cannot draw it again.
+    assert run(w, cluster_id, ctx, "plt.get_fignums()").results.data == "[]"
+    r = run(w, cluster_id, ctx, "matplotlib.use('module://matplotlib_inline.backend_inline')\n"
+                                "fig, ax = plt.subplots()\nax.plot([1, 2])\ndisplay(ax)")
+    assert r.results.result_type == compute.ResultType.IMAGE, r.results
+    assert run(w, cluster_id, ctx, "plt.get_fignums()").results.data == "[]"
+
+
 def test_error_result(w, cluster_id, ctx):
     r = run(w, cluster_id, ctx, "1 / 0")
     assert r.status == compute.CommandStatus.FINISHED

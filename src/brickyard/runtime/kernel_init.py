@@ -160,8 +160,32 @@ def display(obj=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
 
         if plt.get_fignums():
             plt.show()
+    elif _is_figure(obj):
+        _ipy_display(_figure_bundle(obj), raw=True)
     else:
         _ipy_display(obj)
+
+
+def _is_figure(obj) -> bool:  # noqa: ANN001
+    """A matplotlib Figure (or a seaborn grid holding one), without importing matplotlib for other objects."""
+    import sys
+
+    mpl_figure = sys.modules.get("matplotlib.figure")
+    return mpl_figure is not None and isinstance(getattr(obj, "figure", obj), mpl_figure.Figure)
+
+
+def _figure_bundle(obj) -> dict:  # noqa: ANN001
+    """display(fig) as on Databricks: one PNG whatever the backend (Agg included), and not shown again at cell end."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = getattr(obj, "figure", obj)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)  # the inline backend would otherwise draw it a second time when the cell ends
+    return {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}
 
 
 def displayHTML(html: str) -> None:  # noqa: N802 - Databricks' name
