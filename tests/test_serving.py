@@ -427,3 +427,100 @@ def test_traffic_split(srv, ws_client, model):
              for _ in range(20)}
     assert names == {"wine-2"}
     w.serving_endpoints.delete(name)
+
+
+def _worker_pids(parent: int) -> set[int]:
+    """Scoring workers started by process `parent` (read from /proc: the server is another process)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"brickyard.serving.worker" in cmdline:
+            out.add(int(entry))
+    return out
+
+
+def test_ready_endpoint_is_served_again_after_restart(tmp_path):
+    """`brickyard up` stopped and started again: the endpoint that was READY answers again, from new workers."""
+    from types import SimpleNamespace
+
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    from conftest import ADMIN_TOKEN, run_cli_server
+
+    home, port = tmp_path / "home", free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"BRICKYARD_BOOTSTRAP_TOKEN": ADMIN_TOKEN, "BRICKYARD_LOG_LEVEL": "warning", **SERVING_ENV}
+    payload = {"dataframe_split": {"columns": COLUMNS, "data": ROWS}}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def client() -> WorkspaceClient:
+        return WorkspaceClient(config=Config(host=url, token=ADMIN_TOKEN, retry_timeout_seconds=20, auth_type="pat"))
+
+    def stop(proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out[-3000:]
+
+    proc = run_cli_server(home, port, env)
+    try:
+        expected = run_mlflow(f"""
+            import json, warnings
+            warnings.filterwarnings("ignore")
+            import numpy as np, pandas as pd, mlflow
+            from sklearn.linear_model import LogisticRegression
+            X = pd.DataFrame([[9.0, 0.4], [13.5, 0.9], [12.8, 0.8], [9.4, 0.5]], columns={COLUMNS!r})
+            mlflow.set_experiment("/Users/admin/serving-restart")
+            with mlflow.start_run():
+                m = LogisticRegression().fit(X, np.array([0, 1, 1, 0]))
+                mlflow.sklearn.log_model(m, name="model", input_example=X.head(2), registered_model_name="kept")
+            print(json.dumps(m.predict(pd.DataFrame({ROWS!r}, columns={COLUMNS!r})).tolist()))
+        """, SimpleNamespace(url=url, token=ADMIN_TOKEN), tmp_path)
+        client().serving_endpoints.create(name="kept", config=EndpointCoreConfigInput(
+            name="kept", served_entities=[ServedEntityInput(entity_name="kept", entity_version="1",
+                                                            workload_size="Small")])).result(timeout=WAIT)
+        r = requests.post(f"{url}/serving-endpoints/kept/invocations", json=payload, headers=headers, timeout=60)
+        assert r.status_code == 200 and r.json()["predictions"] == expected
+        before = _worker_pids(proc.pid)
+        assert len(before) == 1
+    finally:
+        stop(proc)
+    # The workers stopped with the workspace.
+    deadline = time.time() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in before) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in before)
+
+    proc = run_cli_server(home, port, env)
+    try:
+        # Until the worker answers, invocations get 503 with Retry-After (never a hang), then 200.
+        statuses = []
+        deadline = time.time() + WAIT.total_seconds()
+        while time.time() < deadline:
+            r = requests.post(f"{url}/serving-endpoints/kept/invocations", json=payload, headers=headers, timeout=60)
+            statuses.append(r.status_code)
+            if r.status_code != 200:
+                assert r.status_code == 503 and r.headers["Retry-After"] == "1", (r.status_code, r.text)
+                time.sleep(0.2)
+                continue
+            assert r.json()["predictions"] == expected and r.headers["served-model-name"] == "kept-1"
+            break
+        assert statuses[-1] == 200, statuses[-10:]
+        ep = client().serving_endpoints.get("kept")
+        assert ep.state.ready == EndpointStateReady.READY
+        assert ep.state.config_update == EndpointStateConfigUpdate.NOT_UPDATING
+        assert ep.config.served_entities[0].state.deployment.value == "DEPLOYMENT_READY"
+        after = _worker_pids(proc.pid)
+        assert len(after) == 1 and not after & before
+        assert client().serving_endpoints.query("kept", dataframe_split=DataframeSplitInput(
+            columns=COLUMNS, data=ROWS)).predictions == expected
+    finally:
+        stop(proc)
