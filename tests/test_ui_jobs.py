@@ -43,6 +43,16 @@ dbutils.notebook.exit(f"done-{who}")
 """
 
 
+FAILING = """# Databricks notebook source
+who = dbutils.widgets.get("who")
+print(f"hello {who}")
+
+# COMMAND ----------
+
+raise RuntimeError(f"ui says no <b>{who}</b>")
+"""
+
+
 def import_notebook(w, path: str, source: str) -> str:
     w.workspace.mkdirs(path.rsplit("/", 1)[0])
     w.workspace.import_(path, content=base64.b64encode(source.encode()).decode(), format=ImportFormat.SOURCE,
@@ -198,15 +208,20 @@ def test_notebook_job_from_the_form_runs_and_shows_the_executed_notebook(page, s
     page.goto(run.run_page_url)
     page.wait_for_url(f"**/jobs/{job_id}/runs/{run_id}")
     assert page.locator("#run-state").inner_text() == "SUCCESS"
-    # A one-time run (runs/submit) has a page of its own too, reached by its run_page_url.
+    # A one-time run (runs/submit) has a page of its own too, reached by its run_page_url; a failing
+    # notebook shows its error and the cells that ran.
+    failing = import_notebook(w, f"/Users/admin/uijobs/{unique('failing')}", FAILING)
     sub = w.jobs.submit(run_name=unique("ui-submit"), tasks=[jobs.SubmitTask(
         task_key="nb", existing_cluster_id=cluster_id,
-        notebook_task=jobs.NotebookTask(notebook_path=path, base_parameters={"who": "submit"}))]).run_id
+        notebook_task=jobs.NotebookTask(notebook_path=failing, base_parameters={"who": "submit"}))]).run_id
     page.goto(w.jobs.get_run(sub).run_page_url)
     page.wait_for_url(f"**/jobs/runs/{sub}")
-    page.wait_for_selector("#run-body[data-state=SUCCESS]", timeout=RUN_WAIT_MS)
-    assert page.locator(".task-result").inner_text() == "done-submit"
+    page.wait_for_selector("#run-body[data-state=FAILED]", timeout=RUN_WAIT_MS)
+    assert w.jobs.get_run(sub).state.result_state == jobs.RunResultState.FAILED
+    assert "ui says no <b>submit</b>" in page.locator(".task-error").inner_text()
     assert "hello submit" in page.locator("pre.nb-stream").first.inner_text()
+    error = page.locator("pre.nb-error").last.inner_text()
+    assert "RuntimeError: ui says no <b>submit</b>" in error
     # A task run's id (the run_page_url of a task) opens its job run at the task.
     task_run_id = run.tasks[0].run_id
     page.goto(f"/jobs/{job_id}/runs/{task_run_id}")

@@ -114,6 +114,7 @@ def test_serve_a_registered_model_from_the_pages_and_query_it(spage, srv, model)
     served = ep.config.served_entities[0]
     assert (served.entity_name, served.entity_version, served.workload_size) == ("ui-wine", "1", "Small")
     assert page.locator("#served .deployment").inner_text() == "DEPLOYMENT_READY"
+    assert page.locator("#config-update").inner_text() == "NOT_UPDATING"
 
     # The query box holds the model's serving input example: the two logged rows.
     sample = json.loads(page.input_value("#query-request"))
@@ -206,3 +207,10 @@ def test_create_form_errors_and_other_users(spage, srv, model, browser):
         context.close()
     assert srv.client().serving_endpoints.get("ui-wine-admin").name == "ui-wine-admin"
     srv.api("DELETE", "/api/2.0/serving-endpoints/ui-wine-admin")
+    # A version's link on the models page opens it in the embedded MLflow UI, signed in by the session.
+    page.goto("/serving/models")
+    with page.expect_navigation():
+        page.click("section[data-model='ui-wine'] tr[data-version='1'] a[href*='/versions/1']")
+    assert page.url.endswith("/ml/#/models/ui-wine/versions/1")
+    page.get_by_text("Version 1").first.wait_for()
+    shot(page, "mlflow-model-version")

@@ -167,7 +167,7 @@ def _endpoint_state(view: dict) -> dict:
         label, kind = ("Ready (last update failed)" if ready else "Failed"), ("warn" if ready else "err")
     else:
         label, kind = ("Ready", "ok") if ready else ("Not ready", "warn")
-    return {"ready": ready, "update": update, "label": label, "kind": kind,
+    return {"ready": ready, "config_update": update, "label": label, "kind": kind,
             "message": state.get("config_update_message", ""), "settled": update != "IN_PROGRESS"}
 
 
