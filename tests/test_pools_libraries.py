@@ -352,3 +352,20 @@ def test_multi_node_cluster_adopts_warm_worker_jvms(server, w, unique):
             w.clusters.permanent_delete(cid)
         w.instance_pools.delete(pool)
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120, what="the set's processes to stop")
+    # The set the pool started after the adoption (or is still starting) goes with the pool: no process is left.
+    wait_for(lambda: not processes_under(server.settings.home / "pool-instances" / pool), timeout=300,
+             what="no process of the deleted pool's instances")
+
+
+def processes_under(prefix) -> list[int]:
+    """Pids whose command line names a path starting with prefix (a pool instance's folders)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if str(prefix).encode() in fh.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found

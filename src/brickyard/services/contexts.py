@@ -492,10 +492,10 @@ class ContextService:
         """Make the spare kernel the caller's context; False (spare stopped) when that fails."""
         ctx.kernel, ctx.client = spare.kernel, spare.client
         token_id = None
+        path = Path(spare.procs.cluster_dir) / "contexts" / spare.ctx_id / f".bind-{secrets.token_hex(8)}.json"
         try:
             owner = ctx.owner or self._owner(ctx.owner_id)
             token, token_id = mint_kernel_token(self.ws, owner, CONTEXT_TOKEN_SECONDS)
-            path = Path(spare.procs.cluster_dir) / "contexts" / spare.ctx_id / f".bind-{secrets.token_hex(8)}.json"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.user_env(owner, token), f)
@@ -504,7 +504,6 @@ class ContextService:
                 f"_brickyard_bind({str(path)!r})\ndel _brickyard_bind",
                 silent=True, store_history=False, allow_stdin=False, timeout=KERNEL_START_TIMEOUT,
                 output_hook=lambda msg: None)
-            path.unlink(missing_ok=True)
             if reply["content"].get("status") != "ok":
                 raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
             ctx.token_id = token_id
@@ -514,6 +513,8 @@ class ContextService:
             ctx.kernel = ctx.client = None
             self.stop_kernel(spare.kernel, spare.client, token_id)
             return False
+        finally:
+            path.unlink(missing_ok=True)  # the kernel deletes it once read; never leave a token behind
 
     def _stop_spare(self, spare: Spare) -> None:
         with self._lock:

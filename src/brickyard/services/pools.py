@@ -385,6 +385,10 @@ class PoolService:
             self.sets.clear()
         for procs in idle:
             self._discard(procs)
+        # A set still starting: its standalone daemons lead their own sessions and would outlive us.
+        if self.root.exists():
+            for instance_dir in self.root.iterdir():
+                stop_recorded(instance_dir / "standalone")
 
 
 def driver_pool(spec: dict) -> str | None:
