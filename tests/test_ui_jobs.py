@@ -8,8 +8,9 @@ import re
 import pytest
 import requests
 from databricks.sdk.service import jobs
+from databricks.sdk.service.compute import ClusterSpec
 from databricks.sdk.service.workspace import ImportFormat, Language
-from ui_support import session_cookies, shot
+from ui_support import _new_page, csrf_of, login_with_token, session_cookies, shot
 
 pytestmark = pytest.mark.ui
 
@@ -230,3 +231,27 @@ def test_notebook_job_from_the_form_runs_and_shows_the_executed_notebook(page, s
     assert page.console_errors and all("Blocked script execution" in e and "sandboxed" in e and "/output/2/0" in e
                                        for e in page.console_errors), page.console_errors
     w.jobs.delete(job_id)
+
+
+def test_other_users_see_only_their_jobs(browser, server, w, unique):
+    name = unique("adminjob")
+    spec = ClusterSpec(spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.small", num_workers=0)
+    job_id = w.jobs.create(name=name, tasks=[jobs.Task(task_key="t", new_cluster=spec, notebook_task=jobs.NotebookTask(
+        notebook_path="/Shared/nothing"))]).job_id
+    _, token = server.new_user(unique("jobviewer"))
+    context, page = _new_page(browser, server)
+    try:
+        login_with_token(page, token)
+        page.goto("/jobs")
+        assert page.locator(f"tr[data-job-id='{job_id}']").count() == 0
+        response = page.goto(f"/jobs/{job_id}")
+        assert response.status == 403
+        assert "does not have Manage permission on job" in page.locator("main").inner_text()
+        # Run now through a forged form post is refused by the service as well.
+        r = requests.post(f"{server.url}/jobs/{job_id}/run-now", cookies=session_cookies(page),
+                          headers={"X-CSRF-Token": csrf_of(page)}, allow_redirects=False, timeout=30)
+        assert r.status_code == 403
+        assert list(w.jobs.list_runs(job_id=job_id)) == []
+    finally:
+        context.close()
+        w.jobs.delete(job_id)
