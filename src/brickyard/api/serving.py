@@ -4,8 +4,10 @@ from __future__ import annotations
 import hashlib
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from brickyard.api.deps import Body, CurrentUser, WorkspaceDep, bearer_token, get_principal
 from brickyard.errors import BrickyardError
@@ -73,27 +75,45 @@ async def _caller(request: Request):  # noqa: ANN202
     return principal
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 past the limit (the rest is read and dropped so the client sees the answer)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) <= limit:
-        return await request.body()
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The request body (None if the client left), or 413 past the limit (the rest is read and dropped
+    so that the client sees the answer)."""
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     if size > limit:
         raise BrickyardError("REQUEST_ENTITY_TOO_LARGE",
                              f"The request payload is larger than the {limit >> 20} MB limit of model serving.")
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-@router.post("/serving-endpoints/{name}/invocations")
-async def invocations(name: str, request: Request) -> Response:
-    await _caller(request)
-    svc = _svc(request.app.state.workspace)
-    body = await _body(request, svc.settings.max_payload_bytes)
-    status, headers, payload = await svc.invoke(name, body)
-    return Response(payload, status_code=status, headers=headers, media_type="application/json")
+class Invocations:
+    """POST /serving-endpoints/{name}/invocations as a plain ASGI app: the hot path of serving.
 
+    Same checks as every route (the workspace token, the payload limit), without the per-request
+    dependency solving and response objects of a FastAPI route.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _caller(Request(scope, receive))
+        svc = _svc(scope["app"].state.workspace)
+        body = await _body(receive, svc.settings.max_payload_bytes)
+        if body is None:
+            return
+        status, headers, payload = await svc.invoke(scope["path_params"]["name"], body)
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+
+router.routes.append(Route("/serving-endpoints/{name}/invocations", Invocations(), methods=["POST"],
+                           include_in_schema=False))
