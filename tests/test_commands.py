@@ -40,6 +40,13 @@ def test_python_state_and_text(w, cluster_id, ctx):
     assert "p=3" in r.results.data
 
 
+def test_parameterized_spark_sql(w, cluster_id, ctx):
+    r = run(w, cluster_id, ctx, "print(spark.sql('SELECT :x + 1 AS y, :s AS s', args={'x': 41, 's': \"it's\"}).collect(),"
+                                " spark.sql('SELECT ? * 2 AS z', args=[21]).first().z)")
+    assert r.results.result_type == compute.ResultType.TEXT, (r.results.summary, r.results.cause)
+    assert r.results.data == "[Row(y=42, s=\"it's\")] 42"
+
+
 def test_tables_from_display_and_sql(w, cluster_id, ctx):
     r = run(w, cluster_id, ctx, "display(spark.range(5).withColumnRenamed('id', 'n'))")
     assert r.results.result_type == compute.ResultType.TABLE

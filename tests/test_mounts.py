@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from databricks.sdk.service import compute
@@ -302,7 +304,7 @@ def test_spark_reads_and_writes_an_s3_bucket_through_a_mount(server, w, unique, 
     try:
         runtime.s3a_jars()
     except FileNotFoundError as exc:
-        pytest.skip(f"S3A jars not in the JVM cache: {exc}")
+        missing(f"S3A jars not in the JVM cache: {exc}")
     point = f"/mnt/{unique('s3spark')}"
     s3(moto).put_object(Bucket=bucket, Key="lake/in.csv", Body=b"id,name\n1,a\n2,b\n3,c\n")
     assert mount(server, f"s3a://{bucket}/lake", point, s3_configs(moto)).status_code == 200
@@ -413,6 +415,13 @@ def test_azure_mounts_scope_their_settings_and_refuse_an_unreachable_account(ser
         assert unmount(server, wpoint).status_code == 200
 
 
+def missing(reason: str) -> None:
+    """A test peer or jar that is not installed: skip on a developer machine, fail in CI (./dev test installs it)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 AZURITE_ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -423,9 +432,12 @@ def azurite(tmp_path_factory):
     import os
     import shutil
 
-    exe = os.environ.get("BRICKYARD_AZURITE") or shutil.which("azurite-blob")
+    cached = Path(os.environ.get("BRICKYARD_NODE_CACHE", Path.home() / ".cache/brickyard/node"))
+    cached = cached / "node_modules/.bin/azurite-blob"
+    exe = os.environ.get("BRICKYARD_AZURITE") or shutil.which("azurite-blob") or (str(cached) if cached.exists() else "")
     if not exe:
-        pytest.skip("Azurite is not installed (npm install azurite; set BRICKYARD_AZURITE to its azurite-blob)")
+        missing("Azurite is not installed (./dev test installs it with npm into ~/.cache/brickyard/node; "
+                "or set BRICKYARD_AZURITE to an azurite-blob)")
     port = _free_port()
     folder = tmp_path_factory.mktemp("azurite")
     log = open(folder / "azurite.log", "wb")  # noqa: SIM115
@@ -448,12 +460,10 @@ def azurite(tmp_path_factory):
 def test_spark_reads_and_writes_an_abfs_mount_on_azurite(server, w, unique, azurite):
     """abfs:// with Hadoop 3.5's ABFS driver against Azurite's Blob service (FNS account over the Blob
     endpoint, plain HTTP: Azurite has no DFS endpoint, so abfss:// and HNS are not exercised here)."""
-    from brickyard.jvm import jar_path
-
     try:
-        jars = [str(jar_path("hadoop-azure")), str(jar_path("wildfly-openssl"))]
+        runtime.azure_jars()  # the launcher puts them on the cluster's class path because of the abfs mount
     except FileNotFoundError as exc:
-        pytest.skip(f"ABFS jars not in the JVM cache: {exc}")
+        missing(f"ABFS jars not in the JVM cache: {exc}")
     host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
     configs = {"fs.azure.account.auth.type": "SharedKey", f"fs.azure.account.key.{host}": AZURITE_KEY,
                "fs.azure.account.hns.enabled": "false", "fs.azure.abfs.endpoint": azurite,
@@ -464,8 +474,7 @@ def test_spark_reads_and_writes_an_abfs_mount_on_azurite(server, w, unique, azur
     assert mount(server, f"abfs://lake@{host}/data", point, configs).status_code == 200
     cluster = w.clusters.create_and_wait(
         cluster_name=unique("azc"), spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
-        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]",
-                                   "spark.jars": ",".join(jars)},
+        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]"},
         timeout=timedelta(minutes=5)).cluster_id
     try:
         c = w.command_execution.create_and_wait(cluster_id=cluster, language=compute.Language.PYTHON, timeout=T)

@@ -16,7 +16,7 @@ from brickyard.compute.environment import user_environ
 from brickyard.secrets.crypto import write_private_file
 from brickyard.compute import catalog, cds, driver_control, runtime
 from brickyard.compute.metastore import Metastore, MetastoreError
-from brickyard.compute.spark_conf import cluster_spark_conf, local_master, needs_s3a
+from brickyard.compute.spark_conf import cluster_jvm_classpath, cluster_spark_conf, local_master
 from brickyard.compute.standalone import StandaloneCluster, StandaloneError, stop_recorded
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Launcher:
         try:
             metastore_url = self.metastore.start()
             delta = runtime.delta_jars()
-            classpath = runtime.s3a_jars() if needs_s3a(mounts) else []
+            classpath = cluster_jvm_classpath(mounts)
         except (MetastoreError, FileNotFoundError) as exc:
             raise LaunchError("SPARK_STARTUP_FAILURE", f"The cluster's Spark environment is not ready: {exc}",
                               "SERVICE_FAULT") from exc

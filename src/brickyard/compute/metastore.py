@@ -33,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from brickyard.compute import runtime
 from brickyard.jvm import jvm_cache_dir
-from brickyard.compute.spark_conf import WAREHOUSE_DIR, MountLink, dbfs_hadoop_conf, local_uri, needs_s3a
+from brickyard.compute.spark_conf import WAREHOUSE_DIR, MountLink, cluster_jvm_classpath, dbfs_hadoop_conf, local_uri
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,7 @@ class Metastore:
         parts = [str(self.dir / "conf"), str(runtime.spark_home() / "jars" / "*")]
         if self.jdbc_url.startswith("jdbc:postgresql:"):
             parts.append(str(runtime.postgres_jar()))
-        if needs_s3a(self.mounts):
-            parts += [str(j) for j in runtime.s3a_jars()]
+        parts += [str(j) for j in cluster_jvm_classpath(self.mounts)]
         return ":".join(parts)
 
     def _command(self) -> list[str]:

@@ -15,6 +15,7 @@ from brickyard.jvm import jar_path
 # Jar-name prefixes in the JVM cache (jvm-artifacts.txt lists their coordinates).
 DELTA_JARS = ("delta-spark_4.2_2.13", "delta-storage")
 S3A_JARS = ("hadoop-aws", "bundle", "analyticsaccelerator-s3")
+AZURE_JARS = ("hadoop-azure", "wildfly-openssl")
 POSTGRES_JAR = "postgresql"
 
 
@@ -74,6 +75,11 @@ def delta_jars() -> list[Path]:
 def s3a_jars() -> list[Path]:
     """hadoop-aws and the AWS SDK it needs (only for clusters that touch s3a://)."""
     return [jar_path(p) for p in S3A_JARS]
+
+
+def azure_jars() -> list[Path]:
+    """hadoop-azure (ABFS; Hadoop 3.5 serves wasb(s):// through it too) and its TLS helper, for abfs(s)/wasb(s) mounts."""
+    return [jar_path(p) for p in AZURE_JARS]
 
 
 def postgres_jar() -> Path:

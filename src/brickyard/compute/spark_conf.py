@@ -63,6 +63,19 @@ def needs_s3a(mounts: Iterable[MountLink | Sequence]) -> bool:
     return any(as_mount(m).target.startswith(("s3a:", "s3:")) for m in mounts)
 
 
+def needs_azure(mounts: Iterable[MountLink | Sequence]) -> bool:
+    """Whether any mount points at Azure storage (so the cluster needs runtime.azure_jars())."""
+    return any(as_mount(m).target.startswith(("abfs:", "abfss:", "wasb:", "wasbs:")) for m in mounts)
+
+
+def cluster_jvm_classpath(mounts: Iterable[MountLink | Sequence]) -> list[Path]:
+    """The cloud connector jars a cluster's mounts need (raises FileNotFoundError when not fetched)."""
+    from brickyard.compute import runtime
+
+    mounts = list(mounts)
+    return [*(runtime.s3a_jars() if needs_s3a(mounts) else []), *(runtime.azure_jars() if needs_azure(mounts) else [])]
+
+
 def cluster_spark_conf(
     *,
     app_name: str,
@@ -103,6 +116,9 @@ def cluster_spark_conf(
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.sources.default": "delta",
+        # spark.sql(text, args=...) with Delta's SQL extension on Spark 4.2 otherwise fails with
+        # UNBOUND_SQL_PARAMETER: bind parameters the way Spark 3.5 did (in expressions).
+        "spark.sql.legacy.parameterSubstitution.constantsOnly": "true",
         "spark.jars": ",".join(str(j) for j in [*delta_jars, *user_jars]),
         # Delta's default log store needs a FileContext (AbstractFileSystem), which the dbfs
         # mount table has not; this one commits by exists-check + rename through FileSystem
