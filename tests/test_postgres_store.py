@@ -209,3 +209,19 @@ def test_mlflow_tracking_and_registry_in_postgres(workspace, postgres, database,
     assert postgres.query(db, "SELECT count(*) FROM information_schema.tables "
                               "WHERE table_schema = 'public' AND table_name = 'runs'") == [(0,)]
     assert not (workspace.home / "mlflow.db").exists()
+
+
+
+MIGRATE = "import sys; from brickyard.store.db import Store, migrate; s = Store(sys.argv[1]); migrate(s.engine); s.dispose()"
+
+
+def test_concurrent_first_starts_migrate_once(postgres):  # noqa: F811
+    """Workspace processes starting together on a new database: one migrates, the others wait and find it done."""
+    url = postgres.create_database(f"mig_{uuid.uuid4().hex[:8]}")
+    procs = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    db = url.rsplit("/", 1)[1]
+    assert len(postgres.query(db, "SELECT version_num FROM alembic_version")) == 1
+    assert postgres.query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'") == [(1,)]

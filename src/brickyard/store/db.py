@@ -39,12 +39,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20)
 
 
+MIGRATION_LOCK_KEY = 0x42726B4D  # pg_advisory_xact_lock key of the workspace's migrations
+
+
 def migrate(engine: Engine) -> None:
-    """Apply every Alembic migration up to head."""
+    """Apply every Alembic migration up to head, in one transaction.
+
+    On PostgreSQL (transactional DDL) an advisory lock makes workspace processes starting
+    together on one database take turns: the first migrates, the others then find it done.
+    Not thread-safe (Alembic's `op` and `context` are module globals): one call at a time per process.
+    """
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = None
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
