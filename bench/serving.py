@@ -205,6 +205,7 @@ def main() -> int:
     os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     procs = []
+    load_before = os.getloadavg()[0]
     try:
         ws_url, ws_proc = start_workspace(tmp)
         procs.append(ws_proc)
@@ -239,7 +240,8 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"serving bench: 10-row dataframe_split, RandomForest(10 trees), {os.cpu_count()} cores, "
-          f"{args.rounds} alternating rounds")
+          f"{args.rounds} alternating rounds, 1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
+          "(other work on the machine inflates both servers' figures)")
     print(f"{'':14} {'p50 ms':>8} {'p99 ms':>8} {'req/s @8':>9}")
     for name in lat:
         print(f"{name:14} {pct(lat[name], .5):8.2f} {pct(lat[name], .99):8.2f} {statistics.median(rps[name]):9.0f}")
