@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-TARGETS = {"cold": 10.0, "pool": 1.0, "context": 1.5, "multi_cold": 10.0, "multi_pool": 1.0}
+TARGETS = {"cold": 10.0, "pool": 1.0, "context": 1.5, "multi_cold": None, "multi_pool": 1.0}
 SINGLE_NODE = {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"}
 TOKEN = "dapi" + "c4" * 16
 
@@ -164,6 +164,10 @@ def main(argv: list[str]) -> int:
                 started = time.time()
                 warm = w.clusters.create(cluster_name=f"multi-pool-{i}", instance_pool_id=mpool, **multi).cluster_id
                 times["multi_pool"].append(until_running(w, warm, started))
+                healthy = w.api_client.do("POST", "/api/2.1/clusters/events", body={
+                    "cluster_id": warm, "event_types": ["DRIVER_HEALTHY"]}).get("events") or []
+                print(f"  (2-worker cluster from the pool: "
+                      f"{healthy[0]['details']['message'] if healthy else 'NOT from the pool'})")
                 w.clusters.permanent_delete(warm)
         finally:
             server.should_exit = True
@@ -178,11 +182,14 @@ def main(argv: list[str]) -> int:
     met_all = True
     for key, label in labels.items():
         value = statistics.median(times[key])
+        base, name = (multi_cold, "2-worker cold") if key.startswith("multi") else (cold, "cold")
+        line = f"  {label:<52} {value:6.2f} s  ratio to {name} {value / base:5.2f}"
+        if TARGETS[key] is None:
+            print(f"{line}  (no target)")
+            continue
         met = value <= TARGETS[key]
         met_all &= met
-        base, name = (multi_cold, "2-worker cold") if key.startswith("multi") else (cold, "cold")
-        print(f"  {label:<52} {value:6.2f} s  ratio to {name} {value / base:5.2f}  "
-              f"target <= {TARGETS[key]} s: {'met' if met else 'NOT met'}")
+        print(f"{line}  target <= {TARGETS[key]} s: {'met' if met else 'NOT met'}")
     value = statistics.median(times["no_spare"])
     print(f"  {'(reference) context on a new kernel -> first result':<52} {value:6.2f} s  ratio to cold "
           f"{value / cold:5.2f}")

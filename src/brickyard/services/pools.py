@@ -272,6 +272,8 @@ class PoolService:
 
     def _refill(self, pool_id: str) -> None:
         """Start warm drivers up to min_idle_instances, within max_capacity; stop surplus idle ones."""
+        if self._stop.is_set():
+            return  # the workspace is closing (a refill timer fired late)
         with self.store.session() as sess:
             pool = sess.get(InstancePool, pool_id)
             if pool is None or pool.state != ACTIVE:
