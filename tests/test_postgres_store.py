@@ -225,3 +225,34 @@ def test_concurrent_first_starts_migrate_once(postgres):  # noqa: F811
     db = url.rsplit("/", 1)[1]
     assert len(postgres.query(db, "SELECT version_num FROM alembic_version")) == 1
     assert postgres.query(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'") == [(1,)]
+
+
+OPEN = """import sys
+from brickyard.bootstrap import bootstrap
+from brickyard.context import open_workspace
+from brickyard.settings import Settings
+ws = open_workspace(Settings(home=sys.argv[1], database_url=sys.argv[2], master_key=sys.argv[3]))
+try:
+    bootstrap(ws)
+    ws.services["mlflow"].tracking_store().search_experiments()
+finally:
+    ws.close()
+"""
+
+
+def test_concurrent_first_starts_share_one_database(postgres, tmp_path):  # noqa: F811
+    """Workspaces starting together on a new database (one master key): one workspace id, one admin,
+    MLflow's migrations run once, none fails."""
+    url = postgres.create_database(f"mlm_{uuid.uuid4().hex[:8]}")
+    key = base64.b64encode(os.urandom(32)).decode()  # workspaces sharing a database share its master key
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN, str(tmp_path / f"h{i}"), url, key], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    errors = ["\n".join(line for line in o.splitlines() if "Error" in line or 'File "/work/main' in line or
+                        "DETAIL" in line) for o in outs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    db = url.rsplit("/", 1)[1]
+    assert len(postgres.query(db, "SELECT version_num FROM mlflow.alembic_version")) == 1
+    assert postgres.query(db, "SELECT name FROM mlflow.experiments") == [("Default",)]
+    assert postgres.query(db, "SELECT count(*) FROM meta WHERE key = 'workspace_id'") == [(1,)]
+    assert postgres.query(db, "SELECT user_name FROM users") == [("admin",)]

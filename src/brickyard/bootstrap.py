@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from brickyard.context import Workspace
 from brickyard.services.users import principal_of
+from brickyard.store.db import FIRST_START_LOCK
 from brickyard.store.models import User
 
 
@@ -22,7 +23,7 @@ def bootstrap(ws: Workspace) -> FirstStart | None:
     """Create the admin and its first token if the workspace has no user yet."""
     users = ws.services["users"]
     tokens = ws.services["tokens"]
-    with ws.store.session() as sess:
+    with ws.store.session(lock=FIRST_START_LOCK) as sess:  # one first start at a time on PostgreSQL
         ws.services["tree"].ensure_roots(sess)
         if sess.scalar(select(func.count()).select_from(User)):
             return None

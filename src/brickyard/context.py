@@ -12,7 +12,7 @@ from sqlalchemy import select
 from brickyard.errors import BrickyardError
 from brickyard.secrets.crypto import DATA_KEY_NAMES, Keyring, decode_key, load_or_create_master_key
 from brickyard.settings import Settings
-from brickyard.store.db import Store, migrate
+from brickyard.store.db import FIRST_START_LOCK, Store, migrate
 from brickyard.store.models import Meta
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def open_workspace(settings: Settings) -> Workspace:
     master = load_or_create_master_key(settings.master_key_file, settings.master_key)
     store = Store(settings.db_url)
     migrate(store.engine)
-    with store.session() as sess:
+    with store.session(lock=FIRST_START_LOCK) as sess:  # workspaces starting together on one PostgreSQL
         meta = {m.key: m.value for m in sess.scalars(select(Meta))}
         if "workspace_id" not in meta:
             wid = str(pysecrets.randbelow(9 * 10**15) + 10**15)

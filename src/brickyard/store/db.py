@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +40,7 @@ def make_engine(url: str) -> Engine:
 
 
 MIGRATION_LOCK_KEY = 0x42726B4D  # pg_advisory_xact_lock key of the workspace's migrations
+FIRST_START_LOCK = 0x42726B46  # Store.session(lock=...) of the first-start rows (workspace id, keys, admin)
 
 
 def migrate(engine: Engine) -> None:
@@ -67,13 +68,17 @@ class Store:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, lock: int | None = None) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on any error.
 
-        Driver errors become BrickyardError here, at one boundary.
+        Driver errors become BrickyardError here, at one boundary. With `lock` (a key such as
+        FIRST_START_LOCK), PostgreSQL transactions with the same key run one at a time
+        (pg_advisory_xact_lock), for check-then-insert work that several processes may do at once.
         """
         sess = self._factory()
         try:
+            if lock is not None and self.engine.dialect.name == "postgresql":
+                sess.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
             yield sess
             sess.commit()
         except BrickyardError:

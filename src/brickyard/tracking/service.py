@@ -66,12 +66,12 @@ class TrackingService:
         with self._lock:
             if self._tracking is not None:
                 return
-            from brickyard.tracking.stores import RegistryStore, TrackingStore, mlflow_db_url, prepare_database
+            from brickyard.tracking.stores import RegistryStore, TrackingStore, mlflow_db_url, prepared_database
 
             url = mlflow_db_url(self.ws.settings)
-            prepare_database(self.ws.settings, url)
-            tracking = TrackingStore(url, "dbfs:/databricks/mlflow-tracking")
-            self._registry = RegistryStore(url, self.history)
+            with prepared_database(self.ws.settings, url):  # MLflow migrates its schema as the stores open
+                tracking = TrackingStore(url, "dbfs:/databricks/mlflow-tracking")
+                self._registry = RegistryStore(url, self.history)
             self._tracking = tracking
             log.info("MLflow stores opened (%s)", url.split("?")[0])
 

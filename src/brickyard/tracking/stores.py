@@ -18,6 +18,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as SqlTrackin
 from mlflow.utils.mlflow_tags import MLFLOW_USER
 from mlflow.utils.uri import append_to_uri_path
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from brickyard.errors import BrickyardError
 from brickyard.settings import MLFLOW_SCHEMA, Settings
@@ -44,8 +45,14 @@ def mlflow_db_url(settings: Settings) -> str:
     raise BrickyardError("INTERNAL_ERROR", f"MLflow needs SQLite or PostgreSQL; got {url.split(':', 1)[0]}.")
 
 
-def prepare_database(settings: Settings, url: str) -> None:
-    """SQLite in WAL mode (notebooks log concurrently); PostgreSQL gets the `mlflow` schema."""
+MLFLOW_LOCK_KEY = 0x42726B4C  # pg_advisory_lock key held while MLflow migrates its schema
+
+
+@contextlib.contextmanager
+def prepared_database(settings: Settings, url: str) -> Iterator[None]:
+    """SQLite in WAL mode (notebooks log concurrently); PostgreSQL gets the `mlflow` schema, and
+    an advisory lock is held meanwhile, so that workspaces opening MLflow's stores at the same
+    moment run its migrations one after the other."""
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,13 +61,22 @@ def prepare_database(settings: Settings, url: str) -> None:
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
-    else:
-        engine = create_engine(settings.db_url)
-        try:
-            with engine.begin() as conn:
+        yield
+        return
+    engine = create_engine(settings.db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"SELECT pg_advisory_lock({MLFLOW_LOCK_KEY})"))
+            conn.commit()
+            try:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{MLFLOW_SCHEMA}"'))
-        finally:
-            engine.dispose()
+                conn.commit()
+                yield
+            finally:
+                conn.execute(text(f"SELECT pg_advisory_unlock({MLFLOW_LOCK_KEY})"))
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def _invalid(exc: BrickyardError) -> MlflowException:
