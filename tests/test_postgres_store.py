@@ -256,3 +256,27 @@ def test_concurrent_first_starts_share_one_database(postgres, tmp_path):  # noqa
     assert postgres.query(db, "SELECT name FROM mlflow.experiments") == [("Default",)]
     assert postgres.query(db, "SELECT count(*) FROM meta WHERE key = 'workspace_id'") == [(1,)]
     assert postgres.query(db, "SELECT user_name FROM users") == [("admin",)]
+
+
+def test_database_urls():
+    """One URL, three forms: SQLAlchemy with psycopg 3, MLflow's with its schema, the metastore's JDBC."""
+    from brickyard.settings import Settings
+    from brickyard.store.urls import jdbc_postgres, sqlalchemy_url, with_search_path
+    from brickyard.tracking.stores import mlflow_db_url
+
+    url = "postgres://bob:p%40ss%3Aw%2Frd@db.example:6543/by%20team?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+    assert sqlalchemy_url(url).startswith("postgresql+psycopg://bob:p%40ss%3Aw%2Frd@db.example:6543/")
+    assert sqlalchemy_url("sqlite:////x/workspace.db") == "sqlite:////x/workspace.db"
+    assert with_search_path(url, "mlflow").endswith(
+        "?options=-csearch_path%3Dmlflow&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem")
+    assert jdbc_postgres(url, "hive") == (
+        "jdbc:postgresql://db.example:6543/by%20team?currentSchema=hive&sslmode=verify-full"
+        "&sslrootcert=%2Fetc%2Fca.pem", "bob", "p@ss:w/rd")
+    assert jdbc_postgres("postgresql://u@[::1]/d", "hive")[0] == "jdbc:postgresql://[::1]/d?currentSchema=hive"
+    settings = Settings(home="/tmp/x", database_url=url)
+    assert settings.uses_postgres and settings.db_url.startswith("postgresql+psycopg://")
+    assert settings.metastore_jdbc[0].startswith("jdbc:postgresql://db.example:6543/")
+    assert "search_path%3Dmlflow" in mlflow_db_url(settings)
+    sqlite = Settings(home="/tmp/x")
+    assert not sqlite.uses_postgres and sqlite.metastore_jdbc == ("", "", "")
+    assert mlflow_db_url(sqlite) == "sqlite:////tmp/x/mlflow.db"
