@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from brickyard.compute import runtime
-from brickyard.compute.metastore import Metastore, MetastoreError
+from brickyard.compute.metastore import DERBY_CLASS, DERBY_USER, MAIN_CLASS, Metastore, MetastoreError
 from brickyard.compute.spark_conf import MountLink, cluster_spark_conf, dbfs_hadoop_conf, local_master
 from brickyard.compute.standalone import StandaloneCluster, StandaloneError, stop_recorded
 
@@ -107,6 +107,51 @@ def metastore(home, mounts):
     yield ms
     ms.stop()
     assert not runtime.pid_alive(ms.pid)
+    assert not processes_of(home / "metastore")  # neither the service nor its Derby network server
+
+
+def processes_of(metastore_dir: Path) -> list[int]:
+    """Pids of the JVMs (Hive service, Derby server) whose derby.system.home is metastore_dir."""
+    marker = f"-Dderby.system.home={metastore_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker + b"\0" in (proc / "cmdline").read_bytes() \
+                    and runtime.pid_alive(int(proc.name)):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def listen_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on port (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                # /proc prints each 32-bit word in host (little-endian) order.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw))
+    return found
+
+
+def ij_rows(result: subprocess.CompletedProcess) -> list[str]:
+    """The data lines of an ij SELECT (stripped), failing on an ij error."""
+    assert result.returncode == 0 and "ERROR" not in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [ln.strip() for ln in result.stdout.splitlines()]
+    rows, inside = [], False
+    for ln in lines:
+        if ln.startswith("---"):
+            inside = True
+        elif inside and (not ln or ln.startswith("ij>") or "row selected" in ln or "rows selected" in ln):
+            inside = False
+        elif inside:
+            rows.append(ln)
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -260,11 +305,97 @@ def test_metastore_is_adopted_and_checks_its_port(home, metastore, mounts, tmp_p
         Metastore(tmp_path, tmp_path / "dbfs", jdbc_url="jdbc:mysql://db/x").hive_site()
 
 
+def test_metastore_database_is_a_derby_network_server(home, metastore, drivers):
+    """By default the catalog lives in a Derby network server of its own: loopback only, with a password,
+    reached by the service through Derby's client driver, and open to a second JDBC client (ij)."""
+    a, _ = drivers
+    db = f"derby_{uuid.uuid4().hex[:8]}"
+    a.run(f"spark.sql('CREATE DATABASE {db}'); spark.range(3).write.saveAsTable('{db}.seen_by_ij')")
+
+    assert runtime.pid_alive(metastore.derby_pid, DERBY_CLASS)
+    assert metastore.derby_pid != metastore.pid and metastore.derby_pid in processes_of(home / "metastore")
+    assert listen_addresses(metastore.derby_port) in ({"127.0.0.1"}, {"::ffff:127.0.0.1"})
+    site = (home / "metastore" / "conf" / "hive-site.xml").read_text()
+    assert f"<value>jdbc:derby://127.0.0.1:{metastore.derby_port}/metastore_db;create=true</value>" in site
+    assert "<value>org.apache.derby.jdbc.ClientDriver</value>" in site
+    assert "EmbeddedDriver" not in site and f"<value>{DERBY_USER}</value>" in site
+    props = home / "metastore" / "derby.properties"
+    assert "derby.connection.requireAuthentication=true" in props.read_text()
+    for private in (props, home / "metastore" / "conf" / "hive-site.xml"):
+        assert private.stat().st_mode & 0o077 == 0, private
+
+    # A second JDBC client sees the catalog the Spark driver wrote through the service.
+    rows = ij_rows(metastore.derby_ij(
+        'SELECT t."TBL_NAME" FROM APP.TBLS t JOIN APP.DBS d ON t."DB_ID" = d."DB_ID" '
+        f"WHERE d.\"NAME\" = '{db}';\n"))
+    assert rows == ["seen_by_ij"]
+    # Without the password, no way in.
+    url = f"jdbc:derby://127.0.0.1:{metastore.derby_port}/metastore_db"
+    for attempt in (f"connect '{url}';", f"connect '{url};user={DERBY_USER};password=wrong';"):
+        out = subprocess.run([runtime.java_bin(), "-cp", ":".join(map(str, Metastore.derby_classpath(client=True))),
+                              "org.apache.derby.tools.ij"], input=attempt + "\n", capture_output=True, text=True,
+                             timeout=60).stdout
+        assert "08004" in out and "authentication" in out.lower(), out
+
+
+def test_metastore_restart_keeps_the_catalog_and_leaves_no_process(home, metastore, mounts, drivers):
+    a, _ = drivers
+    db = f"kept_{uuid.uuid4().hex[:8]}"
+    a.run(f"spark.sql('CREATE DATABASE {db}'); spark.range(4).write.saveAsTable('{db}.kept')")
+    old = (metastore.pid, metastore.derby_pid)
+    metastore.stop()
+    assert not any(runtime.pid_alive(p) for p in old)
+    assert processes_of(home / "metastore") == []
+    assert not (home / "metastore" / "derby.json").exists() and not (home / "metastore" / "metastore.json").exists()
+    assert "Database 'metastore_db' shutdown" in (home / "metastore" / "derby.log").read_text()  # a clean stop
+
+    metastore.start()
+    assert metastore.alive() and metastore.derby_pid not in old
+    c = Driver("c", driver_conf(home, metastore, mounts, "c", local_master(1)), home)
+    try:
+        assert c.run(f"result = [r.tableName for r in spark.sql('SHOW TABLES IN {db}').collect()]") == ["kept"]
+        assert c.run(f"result = spark.table('{db}.kept').count()") == 4
+    finally:
+        c.close()
+
+
+def test_a_home_made_with_embedded_derby_keeps_its_catalog(tmp_path):
+    """Homes whose service ran Derby embedded: the network server opens the same metastore_db, and the
+    service, started anew because its configuration changed, finds the tables in schema APP."""
+    mdir = tmp_path / "metastore"
+    mdir.mkdir()
+    embedded = f"jdbc:derby:;databaseName={mdir / 'metastore_db'};create=true"
+    cp = ":".join(map(str, Metastore.derby_classpath()))
+    made = subprocess.run([runtime.java_bin(), f"-Dderby.system.home={tmp_path / 'ij'}", "-cp", cp,
+                           "org.apache.derby.tools.ij"], capture_output=True, text=True, timeout=60,
+                          input=f"connect '{embedded}';\nCREATE TABLE APP.LAB_MARK (NOTE VARCHAR(40));\n"
+                                "INSERT INTO APP.LAB_MARK VALUES ('made embedded');\n")
+    assert made.returncode == 0 and "ERROR" not in made.stdout, made.stdout
+    old = Metastore(tmp_path, tmp_path / "dbfs", jdbc_url=embedded)
+    old.start()  # the service as it was: Derby inside it
+    assert old.hive_site()["javax.jdo.option.ConnectionDriverName"] == "org.apache.derby.jdbc.EmbeddedDriver"
+    assert old.derby_pid == 0 and not (mdir / "derby.json").exists()
+    new = Metastore(tmp_path, tmp_path / "dbfs", port=old.port)
+    try:
+        assert new.start() == old.url
+        assert not runtime.pid_alive(old.pid, MAIN_CLASS) and new.pid != old.pid and new.alive()
+        assert ij_rows(new.derby_ij("SELECT NOTE FROM APP.LAB_MARK;\n")) == ["made embedded"]
+        assert ij_rows(new.derby_ij('SELECT "NAME" FROM APP.DBS;\n')) == ["default"]
+        # No second copy of the catalog under another user's schema.
+        assert ij_rows(new.derby_ij(
+            "SELECT DISTINCT s.SCHEMANAME FROM SYS.SYSTABLES t JOIN SYS.SYSSCHEMAS s ON t.SCHEMAID = s.SCHEMAID "
+            "WHERE t.TABLETYPE = 'T' AND s.SCHEMANAME NOT LIKE 'SYS%';\n")) == ["APP"]
+    finally:
+        new.stop()
+    assert processes_of(mdir) == []
+
+
 def test_metastore_failure_quotes_its_log(tmp_path):
     bad = Metastore(tmp_path, tmp_path / "dbfs", heap="1k")  # the JVM refuses this heap at once
     with pytest.raises(MetastoreError, match="exited during start") as err:
         bad.start(timeout=60)
     assert "heap" in str(err.value).lower()
+    assert processes_of(tmp_path / "metastore") == []  # its Derby network server went too
 
 
 def test_standalone_errors_and_cleanup(tmp_path):

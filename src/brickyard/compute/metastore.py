@@ -1,11 +1,15 @@
 """The workspace's one Hive metastore: a supervised Thrift service that every cluster shares.
 
-It runs from the jars pyspark ships (Hive 2.3, Derby, DataNucleus), with Derby embedded in
-the service under <home>/metastore/metastore_db, or PostgreSQL for teams: with a PostgreSQL
-BRICKYARD_DATABASE_URL the service keeps its tables in schema `hive` of the workspace's
-database (jdbc:postgresql://host/db?currentSchema=hive, the driver from the JVM cache). Its pid
-and port are recorded in <home>/metastore/metastore.json, so a restarted workspace adopts the
-running service (or restarts it when its configuration changed).
+It runs from the jars pyspark ships (Hive 2.3, Derby, DataNucleus). By default its database is
+<home>/metastore/metastore_db, served by a Derby network server that the workspace starts as a
+process of its own (loopback only, Derby's BUILTIN authentication with a generated password kept
+0600 in <home>/metastore/derby.properties; user APP, Derby's default, so the tables of homes made
+when Derby was embedded in the service are found in their schema APP), and the service connects
+with Derby's client driver. For teams, with a PostgreSQL BRICKYARD_DATABASE_URL the service keeps
+its tables in schema `hive` of the workspace's database (jdbc:postgresql://host/db?currentSchema=hive,
+the driver from the JVM cache). The pids and ports are recorded in <home>/metastore/metastore.json
+and derby.json, so a restarted workspace adopts the running processes (or restarts them when their
+configuration changed).
 
 On PostgreSQL the schema is created before the service starts, from Hive's own SQL scripts
 (hive-schema-1.2.0 and the upgrades to 2.3.0, read from the standalone metastore archive in
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import subprocess
 import tarfile
 import threading
@@ -32,12 +37,18 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from brickyard.compute import runtime
-from brickyard.jvm import jvm_cache_dir
+from brickyard.jvm import jar_path, jvm_cache_dir
 from brickyard.compute.spark_conf import WAREHOUSE_DIR, MountLink, cluster_jvm_classpath, dbfs_hadoop_conf, local_uri
 
 log = logging.getLogger(__name__)
 
 MAIN_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"
+DERBY_CLASS = "org.apache.derby.drda.NetworkServerControl"
+DERBY_USER = "APP"  # Derby's default user: schema APP holds the tables of homes made with embedded Derby
+# The Derby network server's jars: the engine and tools pyspark ships, the server from the JVM cache.
+DERBY_SPARK_JARS = ("derby", "derbyshared", "derbytools")
+DERBY_CACHE_JARS = ("derbynet",)
+DERBY_CLIENT_JAR = "derbyclient"  # on the service's class path (derbyshared comes with pyspark)
 
 LOG4J2 = """\
 status = error
@@ -95,6 +106,9 @@ class Metastore:
         self._explicit_port = bool(port)
         self.pid = 0
         self._proc: subprocess.Popen | None = None
+        self.derby_port = 0
+        self.derby_pid = 0
+        self._derby_proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -114,6 +128,15 @@ class Metastore:
     def log_file(self) -> Path:
         return self.dir / "metastore.log"
 
+    @property
+    def derby_server(self) -> bool:
+        """Whether the service's database is the workspace's Derby network server (the default)."""
+        return not self.jdbc_url
+
+    @property
+    def derby_log_file(self) -> Path:
+        return self.dir / "derby-server.log"
+
     def start(self, timeout: float = 120.0) -> str:
         """Start the service, or adopt the one already running with this configuration; wait until it answers."""
         with self._lock, self._home_lock():
@@ -127,9 +150,18 @@ class Metastore:
                 if self._explicit_port:
                     raise MetastoreError(f"port {self.port} is taken by another process")
                 self.port = runtime.free_port()  # the recorded port went to someone else meanwhile
+            fresh_db = False
+            if self.derby_server:
+                try:
+                    fresh_db = self._ensure_derby(timeout)
+                except MetastoreError:
+                    # Nothing half-started: a service that may still hold connections goes with it.
+                    runtime.terminate(pid, self._proc, MAIN_CLASS)
+                    self._state_file.unlink(missing_ok=True)
+                    raise
             digest = self._write_conf()
             if alive:
-                if state.get("conf") == digest and int(state.get("port", 0)) == self.port:
+                if state.get("conf") == digest and int(state.get("port", 0)) == self.port and not fresh_db:
                     self.pid = pid
                     self._wait_ready(timeout)
                     log.info("adopted the running Hive metastore (pid %s) at %s", pid, self.url)
@@ -144,6 +176,7 @@ class Metastore:
             except MetastoreError:
                 runtime.terminate(self.pid, self._proc, MAIN_CLASS)  # no half-started service left behind
                 self._state_file.unlink(missing_ok=True)
+                self._stop_derby()
                 raise
             return self.url
 
@@ -155,6 +188,7 @@ class Metastore:
                 runtime.terminate(pid, self._proc, MAIN_CLASS, timeout)
             self._state_file.unlink(missing_ok=True)
             self.pid, self._proc = 0, None
+            self._stop_derby(timeout)  # after the service, whose connections it served
 
     def update_mounts(self, mounts: Iterable[MountLink | Sequence], timeout: float = 120.0) -> str:
         """Point the service at a new mount table (restarts it only if that changes its configuration)."""
@@ -162,8 +196,10 @@ class Metastore:
         return self.start(timeout)
 
     def alive(self) -> bool:
-        """Whether the service process runs and its port answers."""
-        return runtime.pid_alive(self.pid, MAIN_CLASS) and runtime.port_open(self.port)
+        """Whether the service process (and its Derby network server) runs and its port answers."""
+        derby_ok = not self.derby_server or (runtime.pid_alive(self.derby_pid, DERBY_CLASS)
+                                             and runtime.port_open(self.derby_port))
+        return derby_ok and runtime.pid_alive(self.pid, MAIN_CLASS) and runtime.port_open(self.port)
 
     # ---- internals ------------------------------------------------------------------------
     @property
@@ -178,20 +214,162 @@ class Metastore:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def _read_state(self) -> dict:
+    def _read_state(self, path: Path | None = None) -> dict:
         try:
-            return json.loads(self._state_file.read_text())
+            return json.loads((path or self._state_file).read_text())
         except (OSError, ValueError):
             return {}
+
+    @staticmethod
+    def _write_state(path: Path, state: dict) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+    # ---- the Derby network server -----------------------------------------------------------
+    @property
+    def _derby_state_file(self) -> Path:
+        return self.dir / "derby.json"
+
+    def derby_password(self) -> str:
+        """The password of Derby user APP, generated once into derby.properties (0600): the server's
+        system properties, read when it boots."""
+        props = self.dir / "derby.properties"
+        try:
+            found = re.search(rf"^derby\.user\.{DERBY_USER}=(\S+)$", props.read_text(), re.MULTILINE)
+            if found:
+                return found.group(1)
+        except OSError:
+            pass
+        password = secrets.token_hex(24)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_private(props, (
+            "# The Hive metastore's Derby network server (written by Brickyard; private)\n"
+            "derby.connection.requireAuthentication=true\n"
+            "derby.authentication.provider=BUILTIN\n"
+            "derby.infolog.append=true\n"
+            f"derby.user.{DERBY_USER}={password}\n"
+        ))
+        return password
+
+    def derby_jdbc_url(self) -> str:
+        """The client URL of the metastore database on the workspace's Derby network server."""
+        return f"jdbc:derby://127.0.0.1:{self.derby_port}/metastore_db;create=true"
+
+    @staticmethod
+    def derby_classpath(client: bool = False) -> list[Path]:
+        """The jars of the Derby network server (and its client driver and ij with client=True)."""
+        jars = []
+        for name in DERBY_SPARK_JARS:
+            found = sorted((runtime.spark_home() / "jars").glob(f"{name}-[0-9]*.jar"))
+            if not found:
+                raise FileNotFoundError(f"no {name}-<version>.jar in {runtime.spark_home() / 'jars'} (pyspark's jars)")
+            jars.append(found[-1])
+        jars += [jar_path(name) for name in DERBY_CACHE_JARS]
+        if client:
+            jars.append(jar_path(DERBY_CLIENT_JAR))
+        return jars
+
+    def _derby_command(self, *args: str) -> list[str]:
+        return [
+            runtime.java_bin(), "-Xmx256m", f"-Djava.io.tmpdir={self.dir / 'tmp'}",
+            f"-Dderby.system.home={self.dir}", f"-Dderby.stream.error.file={self.dir / 'derby.log'}",
+            "-cp", ":".join(str(j) for j in self.derby_classpath()), DERBY_CLASS, *args,
+        ]
+
+    def _derby_server_command(self) -> list[str]:
+        return self._derby_command("start", "-h", "127.0.0.1", "-p", str(self.derby_port), "-noSecurityManager")
+
+    def _ensure_derby(self, timeout: float) -> bool:
+        """Adopt the recorded Derby network server, or start one; True when started now."""
+        state = self._read_state(self._derby_state_file)
+        pid = int(state.get("pid") or 0)
+        self.derby_port = int(state.get("port") or 0)
+        self.derby_password()  # the server reads its users at boot
+        alive = runtime.pid_alive(pid, DERBY_CLASS)
+        if alive:
+            digest = hashlib.sha256("\0".join(self._derby_server_command()).encode()).hexdigest()
+            if state.get("conf") == digest and runtime.port_open(self.derby_port):
+                self.derby_pid = pid
+                return False
+            log.info("Derby network server configuration changed: restarting it")
+            runtime.terminate(pid, self._derby_proc, DERBY_CLASS)
+        if not self.derby_port or runtime.port_open(self.derby_port):
+            self.derby_port = runtime.free_port()
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        cmd = self._derby_server_command()
+        with open(self.derby_log_file, "ab") as out:
+            out.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {self.derby_port}\n".encode())
+            out.flush()
+            # Its own session, like the service: it outlives a workspace restart and is adopted.
+            self._derby_proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                cwd=self.dir, start_new_session=True)
+        self.derby_pid = self._derby_proc.pid
+        self._write_state(self._derby_state_file, {
+            "pid": self.derby_pid, "port": self.derby_port, "started": time.time(),
+            "conf": hashlib.sha256("\0".join(cmd).encode()).hexdigest()})
+        try:
+            self._wait_derby(timeout)
+        except MetastoreError:
+            self._stop_derby()
+            raise
+        log.info("started the Derby network server (pid %s) on 127.0.0.1:%s", self.derby_pid, self.derby_port)
+        return True
+
+    def _wait_derby(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._derby_proc.poll() is not None:
+                raise MetastoreError(f"the Derby network server exited during start: {self._log_tail(self.derby_log_file)}")
+            if runtime.port_open(self.derby_port):
+                # The port is ours only if the server answers its own protocol.
+                ping = subprocess.run(self._derby_command("ping", "-h", "127.0.0.1", "-p", str(self.derby_port)),
+                                      capture_output=True, text=True, timeout=max(5.0, deadline - time.monotonic()))
+                if ping.returncode == 0:
+                    return
+            time.sleep(0.2)
+        raise MetastoreError(f"the Derby network server did not answer on port {self.derby_port} within "
+                             f"{timeout:.0f} s: {self._log_tail(self.derby_log_file)}")
+
+    def derby_ij(self, sql: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run SQL with Derby's ij, connected as APP to the metastore database on the network server.
+
+        The credentials go through a private properties file, never a command line."""
+        props = self.dir / "tmp" / f"ij-{os.getpid()}-{threading.get_ident()}.properties"
+        props.parent.mkdir(parents=True, exist_ok=True)
+        url = f"jdbc:derby://127.0.0.1:{self.derby_port}/metastore_db;user={DERBY_USER};password={self.derby_password()}"
+        _write_private(props, f"ij.connection.metastore={url}\n")
+        cmd = [runtime.java_bin(), "-Xmx128m", "-cp", ":".join(str(j) for j in self.derby_classpath(client=True)),
+               "org.apache.derby.tools.ij", "-p", str(props)]
+        try:
+            return subprocess.run(cmd, input=sql, capture_output=True, text=True, timeout=timeout, cwd=props.parent)
+        finally:
+            props.unlink(missing_ok=True)
+
+    def _stop_derby(self, timeout: float = 15.0) -> None:
+        state = self._read_state(self._derby_state_file)
+        pid = self.derby_pid or int(state.get("pid") or 0)
+        self.derby_port = self.derby_port or int(state.get("port") or 0)
+        if runtime.pid_alive(pid, DERBY_CLASS) or (self._derby_proc is not None and self._derby_proc.poll() is None):
+            if self.derby_port and runtime.port_open(self.derby_port):
+                # Shut the database down first (a checkpoint, no recovery at the next boot); then the server.
+                try:
+                    self.derby_ij(f"connect 'jdbc:derby://127.0.0.1:{self.derby_port}/metastore_db;shutdown=true;"
+                                  f"user={DERBY_USER};password={self.derby_password()}';\n", timeout=timeout)
+                except (subprocess.SubprocessError, OSError) as exc:
+                    log.warning("Derby database shutdown failed (%s); stopping the server anyway", exc)
+            runtime.terminate(pid, self._derby_proc, DERBY_CLASS, timeout)
+        self._derby_state_file.unlink(missing_ok=True)
+        self.derby_pid, self._derby_proc = 0, None
 
     def hive_site(self) -> dict[str, str]:
         """The hive-site.xml properties of the service."""
         tmp = self.dir / "tmp"
         postgres = self.jdbc_url.startswith("jdbc:postgresql:")
+        url = self.jdbc_url or self.derby_jdbc_url()
         props = {
-            "javax.jdo.option.ConnectionURL": self.jdbc_url
-            or f"jdbc:derby:;databaseName={self.dir / 'metastore_db'};create=true",
-            "javax.jdo.option.ConnectionDriverName": _driver_class(self.jdbc_url),
+            "javax.jdo.option.ConnectionURL": url,
+            "javax.jdo.option.ConnectionDriverName": _driver_class(url),
             # Derby: DataNucleus creates the schema. PostgreSQL: Hive's scripts did (ensure_postgres_schema).
             "datanucleus.schema.autoCreateAll": "false" if postgres else "true",
             "hive.metastore.schema.verification": "true" if postgres else "false",
@@ -205,10 +383,11 @@ class Metastore:
             "hive.exec.local.scratchdir": str(tmp / "hive-local"),
             "hive.downloaded.resources.dir": str(tmp / "hive-resources"),
         }
-        if self.jdbc_user:
-            props["javax.jdo.option.ConnectionUserName"] = self.jdbc_user
-        if self.jdbc_password:
-            props["javax.jdo.option.ConnectionPassword"] = self.jdbc_password
+        user, password = (DERBY_USER, self.derby_password()) if self.derby_server else (self.jdbc_user, self.jdbc_password)
+        if user:
+            props["javax.jdo.option.ConnectionUserName"] = user
+        if password:
+            props["javax.jdo.option.ConnectionPassword"] = password
         # The service creates database and table folders itself, so it must resolve dbfs: too.
         props.update(dbfs_hadoop_conf(self.dbfs_root, self.mounts))
         return props
@@ -230,6 +409,8 @@ class Metastore:
         parts = [str(self.dir / "conf"), str(runtime.spark_home() / "jars" / "*")]
         if self.jdbc_url.startswith("jdbc:postgresql:"):
             parts.append(str(runtime.postgres_jar()))
+        if self.derby_server or self.jdbc_url.startswith("jdbc:derby://"):
+            parts.append(str(jar_path(DERBY_CLIENT_JAR)))
         parts += [str(j) for j in cluster_jvm_classpath(self.mounts)]
         return ":".join(parts)
 
@@ -253,10 +434,7 @@ class Metastore:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           cwd=self.dir, env=env, start_new_session=True)
         self.pid = self._proc.pid
-        state = {"pid": self.pid, "port": self.port, "conf": digest, "started": time.time()}
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self._state_file)
+        self._write_state(self._state_file, {"pid": self.pid, "port": self.port, "conf": digest, "started": time.time()})
         log.info("started the Hive metastore (pid %s) at %s", self.pid, self.url)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -272,12 +450,13 @@ class Metastore:
         raise MetastoreError(f"the Hive metastore did not answer on port {self.port} within {timeout:.0f} s: "
                              f"{self._log_tail()}")
 
-    def _log_tail(self, lines: int = 15) -> str:
+    def _log_tail(self, path: Path | None = None, lines: int = 15) -> str:
+        path = path or self.log_file
         try:
-            text = self.log_file.read_text(errors="replace").splitlines()
+            text = path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        return "\n".join(text[-lines:]) + f"\n(log: {self.log_file})"
+        return "\n".join(text[-lines:]) + f"\n(log: {path})"
 
 
 def hive_schema_archive() -> Path:
@@ -357,11 +536,13 @@ def ensure_postgres_schema(jdbc_url: str, user: str = "", password: str = "") ->
 
 
 def _driver_class(jdbc_url: str) -> str:
-    if not jdbc_url or (jdbc_url.startswith("jdbc:derby:") and "//" not in jdbc_url):
+    if jdbc_url.startswith("jdbc:derby://"):
+        return "org.apache.derby.jdbc.ClientDriver"
+    if jdbc_url.startswith("jdbc:derby:"):
         return "org.apache.derby.jdbc.EmbeddedDriver"
     if jdbc_url.startswith("jdbc:postgresql:"):
         return "org.postgresql.Driver"
-    raise ValueError(f"unsupported metastore JDBC URL (use embedded jdbc:derby: or jdbc:postgresql:): {jdbc_url.split('?')[0]}")
+    raise ValueError(f"unsupported metastore JDBC URL (use jdbc:derby: or jdbc:postgresql:): {jdbc_url.split('?')[0]}")
 
 
 def _write_private(path: Path, text: str) -> None:
