@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from brickyard.context import Workspace, open_workspace
 from brickyard.errors import BrickyardError
@@ -69,6 +70,54 @@ ERROR_HANDLERS = (
 )
 
 
+class RequestContext:
+    """A request id on every request and response, the workspace's body limit, the last line of defence.
+
+    Plain ASGI rather than an `http` middleware: no extra task and body streams per request.
+    """
+
+    def __init__(self, app, max_bytes: int):  # noqa: ANN001
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = length = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif key == b"content-length":
+                length = value
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        # Notebook imports answer an oversized upload themselves (400 MAX_NOTEBOOK_SIZE_EXCEEDED).
+        if length and length.isdigit() and int(length) > self.max_bytes and scope["path"] not in OWN_SIZE_LIMITS:
+            response = _error(413, "REQUEST_ENTITY_TOO_LARGE",
+                              f"The request body is larger than {self.max_bytes} bytes.")
+            await response(scope, receive, send)
+            return
+        tag = request_id.encode("latin-1")
+        started = False
+
+        async def send_tagged(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": headers + [(b"x-request-id", tag)]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tagged)
+        except Exception as exc:  # noqa: BLE001 - last line of defence, see _unexpected_error
+            if started:
+                raise
+            response = await _unexpected_error(Request(scope), exc)
+            await response(scope, receive, send_tagged)
+
+
 def create_app(settings: Settings | None = None, workspace: Workspace | None = None) -> FastAPI:
     """Build the app for a workspace (opened from the settings when not given)."""
     ws = workspace or open_workspace(settings or Settings())
@@ -83,22 +132,7 @@ def create_app(settings: Settings | None = None, workspace: Workspace | None = N
     for exc_type, handler in ERROR_HANDLERS:
         app.add_exception_handler(exc_type, handler)
 
-    max_bytes = ws.settings.max_request_bytes
-
-    @app.middleware("http")
-    async def _request_context(request: Request, call_next):  # noqa: ANN001, ANN202
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        length = request.headers.get("content-length")
-        # Notebook imports answer an oversized upload themselves (400 MAX_NOTEBOOK_SIZE_EXCEEDED).
-        if length and length.isdigit() and int(length) > max_bytes and request.url.path not in OWN_SIZE_LIMITS:
-            return _error(413, "REQUEST_ENTITY_TOO_LARGE",
-                          f"The request body is larger than {max_bytes} bytes.")
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - last line of defence, see _unexpected_error
-            return await _unexpected_error(request, exc)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
+    app.add_middleware(RequestContext, max_bytes=ws.settings.max_request_bytes)
 
     from brickyard.api import routers
 
