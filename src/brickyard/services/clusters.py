@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -238,6 +239,31 @@ class ClusterService:
     def get(self, cluster_id: object) -> dict:
         with self.store.session() as sess:
             return self.describe(self._get(sess, cluster_id))
+
+    def driver_log_tail(self, caller: Principal, cluster_id: str, max_bytes: int = 64 * 1024) -> tuple[str, int]:
+        """The last max_bytes of the driver's log (its stdout and stderr) and the log's whole size.
+
+        Only the cluster's creator or an admin may read it (Databricks: Can Manage).
+        """
+        cluster = self.get(cluster_id)
+        if not (caller.is_admin or cluster.get("creator_user_name") == caller.user_name):
+            raise denied(f"Only the creator of cluster {cluster_id} or an admin may read its driver logs.")
+        candidates = []
+        procs = self.procs.get(cluster_id)
+        if procs is not None and procs.extra.get("instance_dir"):  # a driver adopted from an instance pool
+            candidates.append(Path(procs.extra["instance_dir"]) / "driver.log")
+        candidates.append(self.launcher.cluster_dir(cluster_id) / "driver.log")
+        for path in candidates:
+            try:
+                with open(path, "rb") as fh:
+                    size = fh.seek(0, 2)
+                    fh.seek(max(size - max_bytes, 0))
+                    data = fh.read()
+            except OSError:
+                continue
+            text = data.decode("utf-8", errors="replace")
+            return (text.split("\n", 1)[-1] if size > max_bytes else text), size
+        return "", 0
 
     def list(self) -> list[dict]:
         with self.store.session() as sess:

@@ -408,36 +408,12 @@ def cluster_libraries(request: Request, cluster_id: str, me: UiUser):
                    can_manage=_may_manage(me, cluster))
 
 
-def _driver_log(request: Request, cluster_id: str) -> tuple[str, str]:
-    """The tail of the driver's log the launcher keeps (stdout and stderr of the driver process)."""
-    clusters = _svc(request, "clusters")
-    candidates: list[Path] = []
-    procs = clusters.procs.get(cluster_id)
-    if procs is not None and procs.extra.get("instance_dir"):  # a driver adopted from an instance pool
-        candidates.append(Path(procs.extra["instance_dir"]) / "driver.log")
-    candidates.append(clusters.launcher.cluster_dir(cluster_id) / "driver.log")
-    for path in candidates:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(0, 2)
-                size = fh.tell()
-                fh.seek(max(size - LOG_TAIL_BYTES, 0))
-                data = fh.read()
-        except OSError:
-            continue
-        text = data.decode("utf-8", errors="replace")
-        if size > LOG_TAIL_BYTES:
-            text = text.split("\n", 1)[-1]
-        return text, f"Last {min(size, LOG_TAIL_BYTES) // 1024} KB of {size // 1024} KB"
-    return "", "The driver has not written a log yet."
-
-
 @router.get("/compute/{cluster_id}/_driver_logs")
 def driver_logs(request: Request, cluster_id: str, me: UiUser):
     cluster = _cluster(request, cluster_id)
-    if not _may_manage(me, cluster):
-        raise denied(f"Only the creator of cluster {cluster_id} or an admin may read its driver logs.")
-    text, note = _driver_log(request, cluster_id)
+    text, size = _svc(request, "clusters").driver_log_tail(me, cluster_id, LOG_TAIL_BYTES)
+    note = (f"Last {min(size, LOG_TAIL_BYTES) // 1024} KB of {size // 1024} KB" if size
+            else "The driver has not written a log yet.")
     return _render(request, "_driver_logs.html", cluster=cluster, log_text=text, log_note=note)
 
 
