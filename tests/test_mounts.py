@@ -404,9 +404,13 @@ def test_azure_mounts_scope_their_settings_and_refuse_an_unreachable_account(ser
         links = {m.mount_point: m for m in server.workspace.services["mounts"].links()}
         assert links[point].target == f"abfss://lake@{dfs}/raw"
         assert links[point].hadoop_conf == {**{f"{k}.{dfs}": v for k, v in oauth.items()},
-                                            "fs.azure.abfs.endpoint": endpoint}
-        assert links[wpoint].target == f"abfss://box@{blob}/in"
-        assert links[wpoint].hadoop_conf == wkey  # already scoped to its account: as given
+                                            f"fs.azure.abfs.endpoint.{dfs}": endpoint}
+        # ABFS is given the account's DFS host (it takes the account name from a DFS host only) and
+        # the Blob-host key moves with it; the account is served over its Blob endpoint.
+        assert links[wpoint].target == f"abfss://box@{dfs}/in"
+        assert links[wpoint].hadoop_conf == {f"fs.azure.account.key.{dfs}": AZ_SECRET,
+                                             f"fs.azure.abfs.endpoint.{dfs}": endpoint,
+                                             f"fs.azure.fns.account.service.type.{dfs}": "BLOB"}
         listed = server.api("GET", f"{MOUNTS}/list").json()["mounts"]
         assert {m["mount_point"]: m["source"] for m in listed}[wpoint] == f"wasbs://box@{blob}/in"
         assert AZ_SECRET not in json.dumps(listed)
@@ -424,12 +428,15 @@ def missing(reason: str) -> None:
 
 AZURITE_ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# Accounts of the TLS Azurite (AZURITE_ACCOUNTS): one for abfss://, one for wasbs://, each with its own key,
+# so the wasbs mount works only if its Databricks-style Blob-host key reaches ABFS.
+TLS_ACCOUNT, WASB_ACCOUNT = "brickyardtls", "brickyardwasb"
+TLS_KEY = base64.b64encode(b"brickyard-abfss-key-" + b"k" * 44).decode()
+WASB_KEY = base64.b64encode(b"brickyard-wasbs-key-" + b"w" * 44).decode()
+TRUST_PASSWORD = "brickyard-trust"
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    """Azurite's Blob service (npm package azurite: $BRICKYARD_AZURITE or azurite-blob on PATH)."""
-    import os
+def _azurite_exe() -> str:
     import shutil
 
     cached = Path(os.environ.get("BRICKYARD_NODE_CACHE", Path.home() / ".cache/brickyard/node"))
@@ -438,11 +445,16 @@ def azurite(tmp_path_factory):
     if not exe:
         missing("Azurite is not installed (./dev test installs it with npm into ~/.cache/brickyard/node; "
                 "or set BRICKYARD_AZURITE to an azurite-blob)")
+    return exe
+
+
+def _azurite(folder: Path, extra: list[str] = (), env: dict | None = None):  # noqa: ANN202
+    """Start Azurite's Blob service on a free loopback port; yields 127.0.0.1:<port>, stops it after."""
     port = _free_port()
-    folder = tmp_path_factory.mktemp("azurite")
     log = open(folder / "azurite.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(folder),
-                             "--skipApiVersionCheck", "--loose"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([_azurite_exe(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+                             str(folder / "data"), "--skipApiVersionCheck", "--loose", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.time() + 60
     while not runtime.port_open(port):
         assert proc.poll() is None and time.time() < deadline, "Azurite did not start"
@@ -457,41 +469,103 @@ def azurite(tmp_path_factory):
     log.close()
 
 
-def test_spark_reads_and_writes_an_abfs_mount_on_azurite(server, w, unique, azurite):
-    """abfs:// with Hadoop 3.5's ABFS driver against Azurite's Blob service (FNS account over the Blob
-    endpoint, plain HTTP: Azurite has no DFS endpoint, so abfss:// and HNS are not exercised here)."""
-    try:
-        runtime.azure_jars()  # the launcher puts them on the cluster's class path because of the abfs mount
-    except FileNotFoundError as exc:
-        missing(f"ABFS jars not in the JVM cache: {exc}")
-    host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
-    configs = {"fs.azure.account.auth.type": "SharedKey", f"fs.azure.account.key.{host}": AZURITE_KEY,
-               "fs.azure.account.hns.enabled": "false", "fs.azure.abfs.endpoint": azurite,
-               "fs.azure.always.use.https": "false", "fs.azure.fns.account.service.type": "BLOB",
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """Azurite's Blob service over plain HTTP (npm package azurite: $BRICKYARD_AZURITE or azurite-blob on PATH)."""
+    yield from _azurite(tmp_path_factory.mktemp("azurite"))
+
+
+@pytest.fixture(scope="module")
+def azurite_tls(tmp_path_factory):
+    """Azurite's Blob service over HTTPS with a self-signed certificate for 127.0.0.1, serving the accounts
+    TLS_ACCOUNT and WASB_ACCOUNT; yields (endpoint, a Java truststore holding the certificate)."""
+    folder = tmp_path_factory.mktemp("azurite-tls")
+    cert, key, trust = folder / "cert.pem", folder / "key.pem", folder / "truststore.p12"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    keytool = Path(os.environ.get("JAVA_HOME", "/usr")) / "bin/keytool"
+    subprocess.run([str(keytool) if keytool.exists() else "keytool", "-importcert", "-noprompt", "-alias", "azurite",
+                    "-file", str(cert), "-keystore", str(trust), "-storetype", "PKCS12", "-storepass", TRUST_PASSWORD],
+                   check=True, capture_output=True)
+    accounts = f"{TLS_ACCOUNT}:{TLS_KEY};{WASB_ACCOUNT}:{WASB_KEY}"
+    for endpoint in _azurite(folder, ["--cert", str(cert), "--key", str(key)], {"AZURITE_ACCOUNTS": accounts}):
+        yield endpoint, trust
+
+
+# Azurite has the Blob API only: ABFS uses it for a flat-namespace (FNS) account (service type BLOB).
+AZURITE_FNS = {"fs.azure.account.hns.enabled": "false", "fs.azure.fns.account.service.type": "BLOB",
                "fs.azure.networking.library": "JDK_HTTP_URL_CONNECTION",
                "fs.azure.createRemoteFileSystemDuringInitialization": "true"}
-    point = f"/mnt/{unique('azlake')}"
-    assert mount(server, f"abfs://lake@{host}/data", point, configs).status_code == 200
-    cluster = w.clusters.create_and_wait(
-        cluster_name=unique("azc"), spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
-        num_workers=0, spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]"},
-        timeout=timedelta(minutes=5)).cluster_id
+
+
+@pytest.mark.slow
+def test_spark_reads_and_writes_azure_mounts_on_azurite(server, w, unique, azurite, azurite_tls):
+    """abfs:// (HTTP), abfss:// (TLS) and wasbs:// (TLS, served by ABFS) mounts with Hadoop 3.5's ABFS driver
+    against Azurite's Blob service, on one cluster: Spark writes and reads Delta through /mnt/... and directly.
+
+    The TLS endpoint's self-signed certificate is trusted the way a user with a private CA does it: a Java
+    truststore given to the cluster's JVMs in its spark_conf (extraJavaOptions). The wasbs:// mount uses
+    the Databricks-style key fs.azure.account.key.<acct>.blob.core.windows.net, which must reach ABFS as
+    the DFS host's key (ABFS takes the account name for a custom endpoint from a DFS host only).
+    Azurite has no DFS endpoint, so HNS accounts are not exercised.
+    """
     try:
-        c = w.command_execution.create_and_wait(cluster_id=cluster, language=compute.Language.PYTHON, timeout=T)
-        code = f"""
+        runtime.azure_jars()  # the launcher puts them on the cluster's class path because of the Azure mounts
+    except FileNotFoundError as exc:
+        missing(f"ABFS jars not in the JVM cache: {exc}")
+    tls, trust = azurite_tls
+    host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
+    tls_host, wasb_host = f"{TLS_ACCOUNT}.dfs.core.windows.net", f"{WASB_ACCOUNT}.blob.core.windows.net"
+    mounts = {  # mount point -> (source, extra_configs, the URI Spark may read directly)
+        unique("azlake"): (f"abfs://lake@{host}/data",
+                           {**AZURITE_FNS, "fs.azure.account.auth.type": "SharedKey",
+                            f"fs.azure.account.key.{host}": AZURITE_KEY, "fs.azure.abfs.endpoint": azurite,
+                            "fs.azure.always.use.https": "false"},
+                           f"abfs://lake@{host}/data"),
+        unique("aztls"): (f"abfss://secure@{tls_host}/tables",
+                          {**AZURITE_FNS, "fs.azure.account.key": TLS_KEY, "fs.azure.abfs.endpoint": tls},
+                          f"abfss://secure@{tls_host}/tables"),
+        unique("azwasb"): (f"wasbs://box@{wasb_host}/in",
+                           {f"fs.azure.account.key.{wasb_host}": WASB_KEY, "fs.azure.abfs.endpoint": tls,
+                            "fs.azure.account.hns.enabled": "false", "fs.azure.networking.library": "JDK_HTTP_URL_CONNECTION",
+                            "fs.azure.createRemoteFileSystemDuringInitialization": "true"},
+                           f"abfss://box@{WASB_ACCOUNT}.dfs.core.windows.net/in"),
+    }
+    points = {name: f"/mnt/{name}" for name in mounts}
+    for name, (source, configs, _) in mounts.items():
+        r = mount(server, source, points[name], configs)
+        assert r.status_code == 200, r.text
+    trust_opts = f"-Djavax.net.ssl.trustStore={trust} -Djavax.net.ssl.trustStorePassword={TRUST_PASSWORD}"
+    try:
+        cluster = w.clusters.create_and_wait(
+            cluster_name=unique("azc"), spark_version="17.3.x-cpu-ml-scala2.13", node_type_id="local.medium",
+            num_workers=0, timeout=timedelta(minutes=5),
+            spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[1]",
+                        "spark.driver.extraJavaOptions": trust_opts, "spark.executor.extraJavaOptions": trust_opts}
+        ).cluster_id
+        try:
+            c = w.command_execution.create_and_wait(cluster_id=cluster, language=compute.Language.PYTHON, timeout=T)
+            targets = {name: (points[name], direct) for name, (_, _, direct) in mounts.items()}
+            code = f"""
 import json
 out = {{}}
-spark.range(4).write.format("delta").mode("overwrite").save("{point}/people")
-out["delta"] = spark.read.format("delta").load("dbfs:{point}/people").count()
-out["direct"] = spark.read.format("delta").load("abfs://lake@{host}/data/people").count()
-out["secret_in_conf_listing"] = any("{AZURITE_KEY}" in str(m) for m in dbutils.fs.mounts())
+for i, (name, (point, direct)) in enumerate(sorted({targets!r}.items())):
+    spark.range(4 + i).write.format("delta").mode("overwrite").save(point + "/people")
+    out[name] = [spark.read.format("delta").load("dbfs:" + point + "/people").count(),
+                 spark.read.format("delta").load(direct + "/people").count()]
+keys = ("{AZURITE_KEY}", "{TLS_KEY}", "{WASB_KEY}")
+out["secret_in_conf_listing"] = any(k in str(m) for m in dbutils.fs.mounts() for k in keys)
 print(json.dumps(out))
 """
-        r = run(w, cluster, c.id, code)
-        assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
-        out = json.loads(r.data.splitlines()[-1])
-        assert out == {"delta": 4, "direct": 4, "secret_in_conf_listing": False}
-        w.command_execution.destroy(cluster, c.id)
+            r = run(w, cluster, c.id, code)
+            assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
+            out = json.loads(r.data.splitlines()[-1])
+            want = {name: [4 + i, 4 + i] for i, name in enumerate(sorted(mounts))}
+            assert out == {**want, "secret_in_conf_listing": False}
+            w.command_execution.destroy(cluster, c.id)
+        finally:
+            w.clusters.permanent_delete(cluster)
     finally:
-        w.clusters.permanent_delete(cluster)
-        unmount(server, point)
+        for point in points.values():
+            unmount(server, point)

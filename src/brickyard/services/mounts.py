@@ -108,6 +108,10 @@ def check_configs(value: object) -> dict[str, str]:
 AZURE_SCHEMES = ("abfss", "abfs", "wasbs", "wasb")
 # ABFS reads its fs.azure.account.* settings for one account as <key>.<account host>.
 _AZURE_SCOPED = re.compile(r"\.[a-z0-9-]+\.(?:dfs|blob)\.core\.[a-z.]+$")
+# Other ABFS settings read per account (AbfsConfiguration.get/getString: <key>.<host>, then <key>),
+# scoped too so two accounts' mounts (say, two emulators) do not collide. Settings ABFS reads
+# only globally (fs.azure.always.use.https, fs.azure.networking.library, ...) are left as given.
+AZURE_ACCOUNT_KEYS = ("fs.azure.abfs.endpoint", "fs.azure.fns.account.service.type")
 
 
 def azure_host(source: str) -> str:
@@ -116,22 +120,46 @@ def azure_host(source: str) -> str:
     return authority.rsplit("@", 1)[-1].lower()
 
 
+def is_wasb(source: str) -> bool:
+    return source.startswith(("wasbs:", "wasb:"))
+
+
+def abfs_host(source: str) -> str:
+    """The account host ABFS is given for a mount: a wasb(s):// Blob host becomes the account's DFS
+    host (<acct>.blob.core.windows.net -> <acct>.dfs.core.windows.net). ABFS takes the account name
+    from a DFS host only (UriUtils.extractAccountNameFromHostName), which it needs with a custom
+    endpoint (http://<ip:port>/<account>/<container>: an emulator, Azure Stack); ABFS still talks to
+    the Blob endpoint, as fs.azure.fns.account.service.type=BLOB is set for the account."""
+    host = azure_host(source)
+    account, _, suffix = host.partition(".")
+    if is_wasb(source) and suffix.startswith("blob."):
+        return f"{account}.dfs.{suffix[len('blob.'):]}"
+    return host
+
+
 def hadoop_conf(source: str, configs: dict[str, str]) -> dict[str, str]:
     """The Hadoop settings a mount adds to a cluster.
 
     S3A settings are scoped to the mount's bucket; ABFS account settings (fs.azure.account.*:
-    auth type, OAuth client id/secret/endpoint, account key) to the mount's account host, as
-    Databricks' mount examples give them unscoped. Either way two mounts with different
-    credentials do not collide.
+    auth type, OAuth client id/secret/endpoint, account key; and fs.azure.abfs.endpoint) to the
+    mount's account host, as Databricks' mount examples give them unscoped. Either way two mounts
+    with different credentials do not collide. A wasb(s) mount's settings scoped to its Blob host
+    (Databricks' fs.azure.account.key.<acct>.blob.core.windows.net) move to the DFS host ABFS is
+    given, and the account is served over the Blob endpoint (fs.azure.fns.account.service.type).
     """
     if source.split(":", 1)[0] in AZURE_SCHEMES:
-        host = azure_host(source)
+        given, host = azure_host(source), abfs_host(source)
         out = {}
         for key, val in configs.items():
-            if key.startswith("fs.azure.account.") and not key.endswith("." + host) \
-                    and not _AZURE_SCOPED.search(key):
+            if given != host and key.endswith("." + given):
+                key = key[:-len(given)] + host
+            elif (key.startswith("fs.azure.account.") or key in AZURE_ACCOUNT_KEYS) \
+                    and not key.endswith("." + host) and not _AZURE_SCOPED.search(key):
                 key = f"{key}.{host}"
             out[key] = val
+        service = f"fs.azure.fns.account.service.type.{host}"
+        if given != host and service not in out:
+            out[service] = "BLOB"  # what ABFS picks itself for a Blob host (abfss://c@a.blob...)
         return out
     if not source.startswith("s3a://"):
         return dict(configs)
@@ -145,13 +173,16 @@ def hadoop_conf(source: str, configs: dict[str, str]) -> dict[str, str]:
 
 
 def target_uri(source: str) -> str:
-    """Where a cluster's mount link points. wasb(s):// goes to ABFS on the same Blob endpoint: Hadoop
-    3.5 (Spark 4.2) removed the WASB driver ("WASB Driver using wasb(s) schema is no longer
-    supported. Instead use ABFS Driver for FNS account by changing the scheme to abfs(s)")."""
+    """Where a cluster's mount link points. wasb(s):// goes to ABFS (Hadoop 3.5, Spark 4.2, removed the
+    WASB driver: "WASB Driver using wasb(s) schema is no longer supported. Instead use ABFS Driver for
+    FNS account by changing the scheme to abfs(s)"), given the account's DFS host (abfs_host)."""
     if source.startswith("file:"):
         return "file://" + source[len("file:"):]
-    if source.startswith(("wasbs://", "wasb://")):
-        return "abfs" + source[len("wasb"):]
+    if is_wasb(source):
+        scheme, rest = source.split("://", 1)
+        authority, slash, path = rest.partition("/")
+        container = authority.rsplit("@", 1)[0] + "@" if "@" in authority else ""
+        return f"abfs{scheme[len('wasb'):]}://{container}{abfs_host(source)}{slash}{path}"
     return source
 
 
