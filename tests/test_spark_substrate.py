@@ -294,6 +294,7 @@ def test_metastore_is_adopted_and_checks_its_port(home, metastore, mounts, tmp_p
     t0 = time.monotonic()
     assert again.start() == metastore.url
     assert again.pid == metastore.pid and time.monotonic() - t0 < 2
+    assert (again.derby_pid, again.derby_port) == (metastore.derby_pid, metastore.derby_port)  # adopted too
     assert again.alive()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -385,6 +386,16 @@ def test_a_home_made_with_embedded_derby_keeps_its_catalog(tmp_path):
         assert ij_rows(new.derby_ij(
             "SELECT DISTINCT s.SCHEMANAME FROM SYS.SYSTABLES t JOIN SYS.SYSSCHEMAS s ON t.SCHEMAID = s.SCHEMAID "
             "WHERE t.TABLETYPE = 'T' AND s.SCHEMANAME NOT LIKE 'SYS%';\n")) == ["APP"]
+
+        # A Derby server that died (kill -9) is started again by the next workspace, and the service with it.
+        crashed = (new.pid, new.derby_pid)
+        new._derby_proc.kill()
+        new._derby_proc.wait(30)
+        again = Metastore(tmp_path, tmp_path / "dbfs")
+        assert again.start() == new.url
+        assert again.alive() and again.pid != crashed[0] and again.derby_pid != crashed[1]
+        assert not runtime.pid_alive(crashed[0], MAIN_CLASS)
+        assert ij_rows(again.derby_ij("SELECT NOTE FROM APP.LAB_MARK;\n")) == ["made embedded"]
     finally:
         new.stop()
     assert processes_of(mdir) == []

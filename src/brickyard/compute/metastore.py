@@ -183,9 +183,10 @@ class Metastore:
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the service (whether this object started it or adopted it)."""
         with self._lock, self._home_lock():
-            pid = self.pid or int(self._read_state().get("pid") or 0)
-            if runtime.pid_alive(pid, MAIN_CLASS):
-                runtime.terminate(pid, self._proc, MAIN_CLASS, timeout)
+            # Ours, and whatever the home records (another object of this home may have replaced ours).
+            for pid in dict.fromkeys((self.pid, int(self._read_state().get("pid") or 0))):
+                if runtime.pid_alive(pid, MAIN_CLASS):
+                    runtime.terminate(pid, self._proc, MAIN_CLASS, timeout)
             self._state_file.unlink(missing_ok=True)
             self.pid, self._proc = 0, None
             self._stop_derby(timeout)  # after the service, whose connections it served
@@ -348,13 +349,16 @@ class Metastore:
 
     def _stop_derby(self, timeout: float = 15.0) -> None:
         state = self._read_state(self._derby_state_file)
-        pid = self.derby_pid or int(state.get("pid") or 0)
-        self.derby_port = self.derby_port or int(state.get("port") or 0)
-        if runtime.pid_alive(pid, DERBY_CLASS) or (self._derby_proc is not None and self._derby_proc.poll() is None):
-            if self.derby_port and runtime.port_open(self.derby_port):
+        recorded = (int(state.get("pid") or 0), int(state.get("port") or 0))
+        for pid, port in dict.fromkeys(((self.derby_pid, self.derby_port), recorded)):
+            ours = self._derby_proc is not None and self._derby_proc.pid == pid and self._derby_proc.poll() is None
+            if not (ours or runtime.pid_alive(pid, DERBY_CLASS)):
+                continue
+            self.derby_port = port
+            if port and runtime.port_open(port):
                 # Shut the database down first (a checkpoint, no recovery at the next boot); then the server.
                 try:
-                    self.derby_ij(f"connect 'jdbc:derby://127.0.0.1:{self.derby_port}/metastore_db;shutdown=true;"
+                    self.derby_ij(f"connect 'jdbc:derby://127.0.0.1:{port}/metastore_db;shutdown=true;"
                                   f"user={DERBY_USER};password={self.derby_password()}';\n", timeout=timeout)
                 except (subprocess.SubprocessError, OSError) as exc:
                     log.warning("Derby database shutdown failed (%s); stopping the server anyway", exc)
