@@ -569,3 +569,101 @@ print(json.dumps(out))
     finally:
         for point in points.values():
             unmount(server, point)
+
+
+def _azure_blobs(endpoint: str, account: str, key: str, container: str, tls: bool = False):  # noqa: ANN202
+    """A ContainerClient of Azurite's container (path-style), created if missing."""
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import ContainerClient
+
+    cc = ContainerClient(f"{'https' if tls else 'http'}://{endpoint}/{account}", container,
+                         credential=AzureNamedKeyCredential(account, key))
+    try:
+        cc.create_container()
+    except ResourceExistsError:
+        pass
+    return cc
+
+
+def test_azure_mounts_through_the_dbfs_api_on_azurite(server, w, unique, azurite, azurite_tls, monkeypatch):
+    """abfs:// (HTTP, account key scoped to the DFS host) and wasbs:// (HTTPS, Databricks-style Blob-host key)
+    mounts served to the DBFS API by the workspace itself through azure-storage-blob: put, upload in blocks,
+    list, read, download, mkdirs, delete; the blobs are really in Azurite's containers."""
+    import io
+    from datetime import datetime, timezone
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    tls, trust = azurite_tls
+    # The emulator's self-signed certificate, trusted as requests (under azure-core) reads a private CA.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(trust.parent / "cert.pem"))
+    host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
+    wasb_host = f"{WASB_ACCOUNT}.blob.core.windows.net"
+    lake = _azure_blobs(azurite, AZURITE_ACCOUNT, AZURITE_KEY, unique("lake").lower())
+    box = _azure_blobs(tls, WASB_ACCOUNT, WASB_KEY, unique("box").lower(), tls=True)
+    cases = [  # (source, extra_configs, container client, the blob prefix of the mount)
+        (f"abfs://{lake.container_name}@{host}/data",
+         {**AZURITE_FNS, f"fs.azure.account.key.{host}": AZURITE_KEY, "fs.azure.abfs.endpoint": azurite,
+          "fs.azure.always.use.https": "false"}, lake, "data/"),
+        (f"wasbs://{box.container_name}@{wasb_host}/in",
+         {f"fs.azure.account.key.{wasb_host}": WASB_KEY, "fs.azure.abfs.endpoint": tls}, box, "in/"),
+        # A fixed SAS token for the container instead of the account key (ABFS's auth type SAS).
+        (f"abfs://{lake.container_name}@{host}/sas",
+         {**AZURITE_FNS, "fs.azure.account.auth.type": "SAS", "fs.azure.abfs.endpoint": azurite,
+          "fs.azure.always.use.https": "false", "fs.azure.sas.fixed.token": generate_container_sas(
+              AZURITE_ACCOUNT, lake.container_name, account_key=AZURITE_KEY,
+              permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True, create=True),
+              expiry=datetime.now(timezone.utc) + timedelta(hours=1))}, lake, "sas/"),
+    ]
+    big = os.urandom(3 << 20) + b"tail"
+    for source, configs, cc, prefix in cases:
+        point = f"/mnt/{unique('azdbfs')}"
+        r = mount(server, source, point, configs)
+        assert r.status_code == 200, r.text
+        try:
+            w.dbfs.put(f"{point}/dir/a.txt", contents=base64.b64encode(b"on azure").decode(), overwrite=True)
+            assert cc.download_blob(prefix + "dir/a.txt").readall() == b"on azure"
+            cc.upload_blob(prefix + "b.csv", b"x,y\n")  # written by someone else (Spark, say)
+            listed = {f.path: (f.is_dir, f.file_size) for f in w.dbfs.list(point)}
+            assert listed == {f"{point}/dir": (True, 0), f"{point}/b.csv": (False, 4)}, (source, listed)
+            with w.dbfs.open(f"{point}/dir/a.txt", read=True) as fh:
+                assert fh.read() == b"on azure"
+            assert w.dbfs.read(f"{point}/b.csv", offset=2, length=10).data == base64.b64encode(b"y\n").decode()
+            r = server.api("POST", "/api/2.0/dbfs/put", json={"path": f"{point}/b.csv", "contents": ""})
+            assert r.status_code == 409
+            # 3 MiB through the SDK's create/add-block/close; the workspace stores it with Put Block +
+            # Put Block List (above 2 MiB), as Blob block lists show.
+            w.dbfs.upload(f"{point}/dir/big.bin", io.BytesIO(big), overwrite=True)
+            assert cc.download_blob(prefix + "dir/big.bin").readall() == big
+            committed, _ = cc.get_blob_client(prefix + "dir/big.bin").get_block_list("committed")
+            assert committed and sum(b.size for b in committed) == len(big)
+            assert w.dbfs.get_status(f"{point}/dir/big.bin").file_size == len(big)
+            with w.dbfs.download(f"{point}/dir/big.bin") as fh:
+                assert fh.read() == big
+            w.dbfs.mkdirs(f"{point}/empty")
+            assert w.dbfs.get_status(f"{point}/empty").is_dir
+            marker = cc.get_blob_client(prefix + "empty").get_blob_properties()  # ABFS's folder marker
+            assert marker.size == 0 and marker.metadata == {"hdi_isfolder": "true"}
+            assert f"{point}/empty" in [f.path for f in w.dbfs.list(point) if f.is_dir]
+            r = server.api("POST", "/api/2.0/dbfs/delete", json={"path": f"{point}/dir", "recursive": False})
+            assert r.status_code >= 400 and "non-empty" in r.json()["message"], r.text
+            w.dbfs.delete(f"{point}/dir", recursive=True)
+            # An empty directory (its marker only) goes without recursive (the SDK refuses that client-side).
+            r = server.api("POST", "/api/2.0/dbfs/delete", json={"path": f"{point}/empty", "recursive": False})
+            assert r.status_code == 200, r.text
+            assert sorted(b.name for b in cc.list_blobs(name_starts_with=prefix)) == [prefix + "b.csv"]
+            assert server.api("GET", "/api/2.0/dbfs/get-status",
+                              params={"path": f"{point}/dir/a.txt"}).status_code == 404
+        finally:
+            assert unmount(server, point).status_code == 200
+    # A wrong key: an error the DBFS API reports, not a hang and not the key.
+    point = f"/mnt/{unique('azbad')}"
+    bad = base64.b64encode(b"wrong-key-" + b"x" * 54).decode()
+    assert mount(server, cases[0][0], point, {**cases[0][1], f"fs.azure.account.key.{host}": bad}).status_code == 200
+    try:
+        r = server.api("GET", "/api/2.0/dbfs/list", params={"path": point})
+        assert r.status_code >= 400 and r.json()["error_code"] == "IO_ERROR", r.text
+        assert bad not in r.text and AZURITE_KEY not in r.text
+    finally:
+        unmount(server, point)

@@ -1,8 +1,10 @@
-"""Object stores behind DBFS mounts (s3a://), as the DBFS API sees them: keys under a prefix as a tree.
+"""Object stores behind DBFS mounts (s3a://, abfs(s)://, wasb(s)://), as the DBFS API sees them:
+keys under a prefix as a tree.
 
-A small ABC so that other stores (Azure Blob) can be added with the same few methods; S3 is
-served through boto3 with the mount's own endpoint and keys (the same `fs.s3a.*` settings
-Spark uses), so the workspace lists and reads what the cluster writes.
+S3 is served through boto3 with the mount's own endpoint and keys (the same `fs.s3a.*` settings
+Spark uses); Azure through azure-storage-blob's Blob API with the mount's `fs.azure.*` settings
+(account key, SAS, or OAuth client credentials), so the workspace lists and reads what the
+cluster writes.
 """
 from __future__ import annotations
 
@@ -207,10 +209,243 @@ class S3Store(ObjectStore):
         return True
 
 
+def _az_error(exc: Exception, what: str) -> BrickyardError:
+    # azure-core's messages carry the service's error (code, request id), never the signed headers.
+    code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
+    code = getattr(code, "value", code)  # StorageErrorCode.X -> its service name
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return BrickyardError("IO_ERROR", f"{what}: {code or type(exc).__name__}: {first[:300]}")
+
+
+def _az_status(exc: Exception) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+# ABFS (and WASB before it) marks a directory on a flat-namespace account with a zero-byte blob at the
+# directory's own name (no trailing slash) carrying this metadata.
+AZ_FOLDER_META = "hdi_isfolder"
+
+
+class AzureBlobStore(ObjectStore):
+    """abfs(s)://container@account.dfs.../prefix (or wasb(s)://...blob...) through the Blob API.
+
+    Settings are read as ABFS reads them for the mount's account: `<key>.<account host>` first, then
+    `<key>` (the mount table has already scoped them to the host ABFS is given). Credentials:
+    fs.azure.account.auth.type OAuth (ClientSecretCredential from fs.azure.account.oauth2.client.id /
+    .secret / .endpoint), SAS (fs.azure.sas.fixed.token, or WASB's fs.azure.sas.<container>.<host>),
+    else the account key (fs.azure.account.key). A custom fs.azure.abfs.endpoint (an emulator) is
+    addressed path-style, http(s)://<endpoint>/<account>; otherwise https://<account>.blob.<suffix>.
+    """
+
+    def __init__(self, source: str, conf: Mapping[str, str]):
+        scheme, rest = source.split("://", 1)
+        authority, _, prefix = rest.partition("/")
+        container, _, host = authority.rpartition("@")
+        self.scheme = scheme.lower()
+        self.container = container
+        self.host = host.lower()
+        self.account, _, suffix = self.host.partition(".")
+        service, _, self.suffix = suffix.partition(".")  # dfs|blob . core.windows.net
+        if service not in ("dfs", "blob") or not self.suffix:
+            self.suffix = "core.windows.net"
+        # The hosts the mount's settings may be scoped to (a wasb mount's Blob-host keys moved to the DFS host).
+        self.hosts = (f"{self.account}.dfs.{self.suffix}", f"{self.account}.blob.{self.suffix}", self.host)
+        self.prefix = prefix.strip("/")
+        self.conf = dict(conf)
+        self._client = None
+        self.uri = f"{self.scheme}://{authority}"
+
+    def setting(self, name: str) -> str | None:
+        for host in self.hosts:
+            if (value := self.conf.get(f"{name}.{host}")) is not None:
+                return value
+        return self.conf.get(name)
+
+    def account_url(self) -> str:
+        custom = self.setting("fs.azure.abfs.endpoint")
+        tls = self.scheme in ("abfss", "wasbs") or (self.conf.get("fs.azure.always.use.https") or "true") != "false"
+        if custom:
+            base = custom if "://" in custom else ("https://" if tls else "http://") + custom
+            return f"{base.rstrip('/')}/{self.account}"  # path-style, as ABFS and Azurite address it
+        return f"https://{self.account}.blob.{self.suffix}"
+
+    def credential(self):  # noqa: ANN201
+        auth = (self.setting("fs.azure.account.auth.type") or "SharedKey").lower()
+        if auth == "oauth":
+            from urllib.parse import urlparse
+
+            from azure.identity import ClientSecretCredential
+
+            client_id = self.setting("fs.azure.account.oauth2.client.id")
+            secret = self.setting("fs.azure.account.oauth2.client.secret")
+            endpoint = self.setting("fs.azure.account.oauth2.client.endpoint") or ""
+            url = urlparse(endpoint)
+            tenant = url.path.strip("/").split("/", 1)[0]
+            if not (client_id and secret and tenant):
+                raise BrickyardError("INVALID_STATE", f"The mount of {self.uri} uses OAuth but lacks "
+                                     "fs.azure.account.oauth2.client.id, .client.secret or .client.endpoint "
+                                     "(https://login.microsoftonline.com/<tenant>/oauth2/token).")
+            return ClientSecretCredential(tenant, client_id, secret, authority=url.netloc or None)
+        sas = self.setting("fs.azure.sas.fixed.token") or self.setting(f"fs.azure.sas.{self.container}")
+        if auth == "sas" or (sas and not self.setting("fs.azure.account.key")):
+            if not sas:
+                raise BrickyardError("INVALID_STATE", f"The mount of {self.uri} uses SAS but has no "
+                                     "fs.azure.sas.fixed.token; a SAS token provider class cannot be used "
+                                     "outside Spark.")
+            return sas.lstrip("?")
+        key = self.setting("fs.azure.account.key")
+        if key:
+            from azure.core.credentials import AzureNamedKeyCredential
+
+            return AzureNamedKeyCredential(self.account, key)
+        return None  # anonymous (a public container)
+
+    def client(self):  # noqa: ANN201
+        if self._client is None:
+            from azure.storage.blob import ContainerClient
+
+            self._client = ContainerClient(
+                self.account_url(), self.container, credential=self.credential(),
+                connection_timeout=5, read_timeout=60, retry_total=2,
+                max_single_put_size=2 << 20, max_block_size=4 << 20)
+        return self._client
+
+    def _key(self, rel: str) -> str:
+        return "/".join(p for p in (self.prefix, rel.strip("/")) if p)
+
+    def _where(self, key: str) -> str:
+        return f"{self.uri}/{key}"
+
+    def check(self) -> None:
+        """Fail unless the container answers with these credentials."""
+        try:
+            self.client().get_container_properties()
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - azure-core raises several kinds
+            raise _az_error(exc, f"Cannot access {self.uri}") from None
+
+    @staticmethod
+    def _is_folder(props) -> bool:  # noqa: ANN001
+        return (props.metadata or {}).get(AZ_FOLDER_META, "").lower() == "true"
+
+    def stat(self, rel: str) -> ObjectStat | None:
+        key = self._key(rel)
+        name = rel.strip("/").rsplit("/", 1)[-1]
+        if not key:
+            return ObjectStat(name, True, 0, 0)
+        c = self.client()
+        try:
+            try:
+                props = c.get_blob_client(key).get_blob_properties()
+                if self._is_folder(props):
+                    return ObjectStat(name, True, 0, int(props.last_modified.timestamp() * 1000))
+                return ObjectStat(name, False, props.size, int(props.last_modified.timestamp() * 1000))
+            except Exception as exc:  # noqa: BLE001
+                if _az_status(exc) != 404:
+                    raise
+            for _ in c.list_blobs(name_starts_with=key + "/", results_per_page=1):
+                return ObjectStat(name, True, 0, 0)
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _az_error(exc, f"Cannot read {self._where(key)}") from None
+        return None
+
+    def list(self, rel: str) -> list[ObjectStat]:
+        key = self._key(rel)
+        prefix = key + "/" if key else ""
+        out: dict[str, ObjectStat] = {}
+        try:
+            for item in self.client().walk_blobs(name_starts_with=prefix or None, include=["metadata"], delimiter="/"):
+                name = item.name[len(prefix):].rstrip("/")
+                if not name or "/" in name:
+                    continue
+                if item.name.endswith("/") and not hasattr(item, "size"):  # a BlobPrefix
+                    out[name] = ObjectStat(name, True, 0, 0)
+                elif self._is_folder(item):
+                    out[name] = ObjectStat(name, True, 0, int(item.last_modified.timestamp() * 1000))
+                elif not item.name.endswith("/"):  # "dir/" markers (S3-style) are the directory itself
+                    out.setdefault(name, ObjectStat(name, False, item.size, int(item.last_modified.timestamp() * 1000)))
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _az_error(exc, f"Cannot list {self._where(key)}") from None
+        return [out[n] for n in sorted(out)]
+
+    def read(self, rel: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        key = self._key(rel)
+        try:
+            return self.client().download_blob(key, offset=offset, length=length).readall()
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if _az_status(exc) == 416:
+                return b""  # reading at or past the end
+            raise _az_error(exc, f"Cannot read {self._where(key)}") from None
+
+    def upload(self, rel: str, local: Path) -> None:
+        key = self._key(rel)
+        try:
+            with open(local, "rb") as fh:
+                self.client().upload_blob(key, fh, overwrite=True, length=local.stat().st_size)
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _az_error(exc, f"Cannot write {self._where(key)}") from None
+
+    def mkdirs(self, rel: str) -> None:
+        key = self._key(rel)
+        if not key or (self.stat(rel) or ObjectStat("", False, 0, 0)).is_dir:
+            return
+        try:  # the folder marker ABFS itself writes on a flat-namespace account
+            self.client().upload_blob(key, b"", overwrite=True, metadata={AZ_FOLDER_META: "true"})
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _az_error(exc, f"Cannot write {self._where(key)}") from None
+
+    def delete(self, rel: str, recursive: bool) -> bool:
+        st = self.stat(rel)
+        if st is None:
+            return False
+        key = self._key(rel)
+        c = self.client()
+        try:
+            if not st.is_dir:
+                c.delete_blob(key)
+                return True
+            prefix = key + "/" if key else ""
+            names = [b.name for b in c.list_blobs(name_starts_with=prefix or None)]
+            if any(n != prefix for n in names) and not recursive:
+                raise BrickyardError("IO_ERROR", f"Cannot delete {rel or '/'}: it is a non-empty directory; "
+                                     "use recursive=true.")
+            for n in sorted(names, key=len, reverse=True):  # children before their folder markers
+                c.delete_blob(n)
+            if key:
+                try:
+                    c.delete_blob(key)  # the directory's own marker, if it has one
+                except Exception as exc:  # noqa: BLE001
+                    if _az_status(exc) != 404:
+                        raise
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _az_error(exc, f"Cannot delete {self._where(key)}") from None
+        return True
+
+
+AZURE_SOURCES = ("abfss://", "abfs://", "wasbs://", "wasb://")
+
+
 def store_for(source: str, conf: Mapping[str, str]) -> ObjectStore | None:
     """The object store of a mount source the workspace can reach itself, else None."""
     if source.startswith(("s3a://", "s3://")):
         rest = source.split("://", 1)[1]
         bucket, _, prefix = rest.partition("/")
         return S3Store(bucket, prefix, conf)
+    if source.lower().startswith(AZURE_SOURCES) and "@" in source.split("://", 1)[1].split("/", 1)[0]:
+        return AzureBlobStore(source, conf)
     return None
