@@ -198,8 +198,8 @@ def azure_endpoint(source: str, configs: dict[str, str]) -> tuple[str, int]:
 
 
 def check_reachable(source: str, configs: dict[str, str], timeout: float = 10.0) -> None:
-    """Refuse a mount whose storage endpoint does not answer (the workspace cannot sign Azure requests
-    itself, so this checks the account is reachable, not that the credentials are right)."""
+    """Refuse a mount whose storage endpoint does not answer. Only reachability is checked at mount time:
+    the credentials are checked when Spark or the DBFS API (storage.objects.AzureBlobStore) first use the mount."""
     host, port = azure_endpoint(source, configs)
     try:
         with socket.create_connection((host, port), timeout=timeout):
