@@ -10,72 +10,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from databricks.sdk.service import compute
+from mount_support import (  # noqa: F401 - moto, bucket, azurite are fixtures
+    AZURITE_ACCOUNT, AZURITE_FNS, AZURITE_KEY, MOUNTS, SECRET, T, azure_blobs, azurite, azurite_server, bucket, free_port,
+    missing, moto, mount, run, s3, s3_configs, text, unmount)
 
 from brickyard.compute import runtime
-
-MOUNTS = "/api/2.0/brickyard/mounts"
-T = timedelta(minutes=4)
-SECRET = "moto-secret-" + "s3cr3t" * 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    """moto's S3 server on a free loopback port; yields its endpoint URL."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while not runtime.port_open(port):
-        assert proc.poll() is None and time.time() < deadline, "moto server did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-    log.close()
-
-
-def s3(endpoint: str):  # noqa: ANN201
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="AKIDMOTO", aws_secret_access_key=SECRET,
-                        region_name="us-east-1")
-
-
-def s3_configs(endpoint: str) -> dict:
-    return {"fs.s3a.endpoint": endpoint, "fs.s3a.access.key": "AKIDMOTO", "fs.s3a.secret.key": SECRET,
-            "fs.s3a.path.style.access": "true", "fs.s3a.endpoint.region": "us-east-1",
-            "fs.s3a.connection.ssl.enabled": "false"}
-
-
-@pytest.fixture
-def bucket(moto, unique):
-    name = unique("bkt").lower()
-    s3(moto).create_bucket(Bucket=name)
-    return name
-
-
-def mount(server, source, point, configs=None, token=None):  # noqa: ANN001, ANN201
-    return server.api("POST", f"{MOUNTS}/create", token,
-                      json={"source": source, "mount_point": point, "extra_configs": configs or {}})
-
-
-def unmount(server, point, token=None):  # noqa: ANN001, ANN201
-    return server.api("POST", f"{MOUNTS}/delete", token, json={"mount_point": point})
-
 
 # -- the API and DBFS through a local folder --------------------------------------------------
 def test_local_folder_mount_through_the_dbfs_api(server, w, unique, tmp_path):
@@ -201,17 +145,6 @@ def test_s3_mount_through_the_dbfs_api(server, w, unique, moto, bucket):
 
 
 # -- notebooks and Spark on mounts -------------------------------------------------------------
-def run(w, cluster_id, ctx, code):  # noqa: ANN001, ANN201
-    return w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx,
-                                                language=compute.Language.PYTHON, command=code, timeout=T).results
-
-
-def text(w, cluster_id, ctx, code) -> str:  # noqa: ANN001
-    r = run(w, cluster_id, ctx, code)
-    assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
-    return r.data
-
-
 @pytest.fixture(scope="module")
 def ctx(w, cluster_id):
     created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
@@ -386,7 +319,7 @@ def test_azure_mounts_scope_their_settings_and_refuse_an_unreachable_account(ser
              "fs.azure.account.oauth2.client.endpoint": "https://login.microsoftonline.com/tenant/oauth2/token"}
     acct = "brickyardtestacct"
     dfs, blob = f"{acct}.dfs.core.windows.net", f"{acct}.blob.core.windows.net"
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     point = f"/mnt/{unique('abfs')}"
     r = mount(server, f"abfss://lake@{dfs}/raw", point, {**oauth, "fs.azure.abfs.endpoint": f"127.0.0.1:{closed}"})
     assert r.status_code == 400 and r.json()["error_code"] == "IO_ERROR", r.text
@@ -419,60 +352,12 @@ def test_azure_mounts_scope_their_settings_and_refuse_an_unreachable_account(ser
         assert unmount(server, wpoint).status_code == 200
 
 
-def missing(reason: str) -> None:
-    """A test peer or jar that is not installed: skip on a developer machine, fail in CI (./dev test installs it)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-AZURITE_ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # Accounts of the TLS Azurite (AZURITE_ACCOUNTS): one for abfss://, one for wasbs://, each with its own key,
 # so the wasbs mount works only if its Databricks-style Blob-host key reaches ABFS.
 TLS_ACCOUNT, WASB_ACCOUNT = "brickyardtls", "brickyardwasb"
 TLS_KEY = base64.b64encode(b"brickyard-abfss-key-" + b"k" * 44).decode()
 WASB_KEY = base64.b64encode(b"brickyard-wasbs-key-" + b"w" * 44).decode()
 TRUST_PASSWORD = "brickyard-trust"
-
-
-def _azurite_exe() -> str:
-    import shutil
-
-    cached = Path(os.environ.get("BRICKYARD_NODE_CACHE", Path.home() / ".cache/brickyard/node"))
-    cached = cached / "node_modules/.bin/azurite-blob"
-    exe = os.environ.get("BRICKYARD_AZURITE") or shutil.which("azurite-blob") or (str(cached) if cached.exists() else "")
-    if not exe:
-        missing("Azurite is not installed (./dev test installs it with npm into ~/.cache/brickyard/node; "
-                "or set BRICKYARD_AZURITE to an azurite-blob)")
-    return exe
-
-
-def _azurite(folder: Path, extra: list[str] = (), env: dict | None = None):  # noqa: ANN202
-    """Start Azurite's Blob service on a free loopback port; yields 127.0.0.1:<port>, stops it after."""
-    port = _free_port()
-    log = open(folder / "azurite.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([_azurite_exe(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-                             str(folder / "data"), "--skipApiVersionCheck", "--loose", *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    deadline = time.time() + 60
-    while not runtime.port_open(port):
-        assert proc.poll() is None and time.time() < deadline, "Azurite did not start"
-        time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:  # Azurite may finish its requests first
-        proc.kill()
-        proc.wait(10)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    """Azurite's Blob service over plain HTTP (npm package azurite: $BRICKYARD_AZURITE or azurite-blob on PATH)."""
-    yield from _azurite(tmp_path_factory.mktemp("azurite"))
 
 
 @pytest.fixture(scope="module")
@@ -489,14 +374,8 @@ def azurite_tls(tmp_path_factory):
                     "-file", str(cert), "-keystore", str(trust), "-storetype", "PKCS12", "-storepass", TRUST_PASSWORD],
                    check=True, capture_output=True)
     accounts = f"{TLS_ACCOUNT}:{TLS_KEY};{WASB_ACCOUNT}:{WASB_KEY}"
-    for endpoint in _azurite(folder, ["--cert", str(cert), "--key", str(key)], {"AZURITE_ACCOUNTS": accounts}):
+    for endpoint in azurite_server(folder, ["--cert", str(cert), "--key", str(key)], {"AZURITE_ACCOUNTS": accounts}):
         yield endpoint, trust
-
-
-# Azurite has the Blob API only: ABFS uses it for a flat-namespace (FNS) account (service type BLOB).
-AZURITE_FNS = {"fs.azure.account.hns.enabled": "false", "fs.azure.fns.account.service.type": "BLOB",
-               "fs.azure.networking.library": "JDK_HTTP_URL_CONNECTION",
-               "fs.azure.createRemoteFileSystemDuringInitialization": "true"}
 
 
 @pytest.mark.slow
@@ -571,21 +450,6 @@ print(json.dumps(out))
             unmount(server, point)
 
 
-def _azure_blobs(endpoint: str, account: str, key: str, container: str, tls: bool = False):  # noqa: ANN202
-    """A ContainerClient of Azurite's container (path-style), created if missing."""
-    from azure.core.credentials import AzureNamedKeyCredential
-    from azure.core.exceptions import ResourceExistsError
-    from azure.storage.blob import ContainerClient
-
-    cc = ContainerClient(f"{'https' if tls else 'http'}://{endpoint}/{account}", container,
-                         credential=AzureNamedKeyCredential(account, key))
-    try:
-        cc.create_container()
-    except ResourceExistsError:
-        pass
-    return cc
-
-
 def test_azure_mounts_through_the_dbfs_api_on_azurite(server, w, unique, azurite, azurite_tls, monkeypatch):
     """abfs:// (HTTP, account key scoped to the DFS host) and wasbs:// (HTTPS, Databricks-style Blob-host key)
     mounts served to the DBFS API by the workspace itself through azure-storage-blob: put, upload in blocks,
@@ -600,8 +464,8 @@ def test_azure_mounts_through_the_dbfs_api_on_azurite(server, w, unique, azurite
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(trust.parent / "cert.pem"))
     host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
     wasb_host = f"{WASB_ACCOUNT}.blob.core.windows.net"
-    lake = _azure_blobs(azurite, AZURITE_ACCOUNT, AZURITE_KEY, unique("lake").lower())
-    box = _azure_blobs(tls, WASB_ACCOUNT, WASB_KEY, unique("box").lower(), tls=True)
+    lake = azure_blobs(azurite, AZURITE_ACCOUNT, AZURITE_KEY, unique("lake").lower())
+    box = azure_blobs(tls, WASB_ACCOUNT, WASB_KEY, unique("box").lower(), tls=True)
     cases = [  # (source, extra_configs, container client, the blob prefix of the mount)
         (f"abfs://{lake.container_name}@{host}/data",
          {**AZURITE_FNS, f"fs.azure.account.key.{host}": AZURITE_KEY, "fs.azure.abfs.endpoint": azurite,

@@ -87,6 +87,11 @@ def mounted(dbfs_root: str) -> bool:
         return False
 
 
+def patched() -> bool:
+    """Whether install() patched this process: /dbfs is then no real path (no mount namespace)."""
+    return _root is not None
+
+
 def install(dbfs_root: str) -> None:
     """Make /dbfs/... mean the DBFS root for Python file APIs in this process."""
     global _root

@@ -263,9 +263,27 @@ SPARE_ENV = "BRICKYARD_SPARE_KERNEL"
 dbutils = getArgument = _frame = None
 
 
+def _serve_dbfs_mnt() -> None:
+    """/dbfs/mnt/<object-store mount> for local file APIs: a FUSE daemon with the user's token (runtime/dbfs_fuse.py).
+
+    Never fails the kernel: when FUSE cannot be used, one line in the kernel log says why.
+    """
+    if not _DBFS_ROOT:
+        return
+    try:
+        from brickyard.runtime import dbfs_fuse as _dbfs_fuse
+
+        _dbfs_fuse.start_from_kernel(_DBFS_ROOT)
+    except Exception as exc:  # noqa: BLE001
+        log_fd = getattr(_sys.stderr, "_original_stdstream_copy", None)  # fd 2 goes to the notebook
+        _os.write(log_fd if isinstance(log_fd, int) else 2,
+                  f"brickyard dbfs-fuse: not started: {type(exc).__name__}: {exc}\n".encode())
+
+
 def _bind_user() -> None:
-    """The user-bound part: dbutils (the user's token), widgets, magics, MLflow."""
+    """The user-bound part: /dbfs/mnt, dbutils (the user's token), widgets, magics, MLflow."""
     global dbutils, getArgument, _frame  # noqa: PLW0603
+    _serve_dbfs_mnt()
     dbutils = _new_dbutils()
     getArgument = dbutils.widgets.getArgument  # noqa: N806 - Databricks' name
     _frame = _setup_frame()
