@@ -20,9 +20,36 @@ DEMO_BUDGET_SECONDS = 15 * 60
 
 
 def run_demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `brickyard demo --exit ARGS`. Past `timeout` it gets SIGTERM (it then stops its workspace and
+    everything the workspace started) and the test fails with what it printed and its logs' tails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "BRICKYARD_", "MLFLOW_"))}
-    return subprocess.run([sys.executable, "-m", "brickyard.cli", "demo", "--exit", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "brickyard.cli", "demo", "--exit", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        home = Path(args[args.index("--home") + 1]) if "--home" in args else None
+        pytest.fail(f"the demo did not finish within {timeout:.0f} s; it printed:\n{out}\n{err[-3000:]}"
+                    + (_log_tails(home) if home else ""))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _log_tails(base: Path, lines: int = 40) -> str:
+    """The last lines of the demo workspace's logs (workspace, clusters' drivers, kernels, metastore)."""
+    parts = []
+    patterns = ("workspace.log", "home/clusters/*/driver.log", "home/clusters/*/runs/*/kernel.log",
+                "home/metastore/metastore.log")
+    for pattern in patterns:
+        for path in sorted(base.glob(pattern))[-4:]:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"\n---- {path.relative_to(base)} (last {len(text)} lines)\n" + "\n".join(text))
+    return "".join(parts)
 
 
 # ---- the lab's files -------------------------------------------------------------------------
@@ -87,19 +114,62 @@ def test_bad_sweep_size_is_refused():
     assert proc.returncode == 2 and "--max-evals" in proc.stderr
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "BRICKYARD_", "MLFLOW_"))}
+    base = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "brickyard.cli", "demo", "--exit", "--home", str(base)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until the cluster runs: JVMs, the metastore and kernels exist
+        lines.append(line)
+        if line.startswith("[4/9]"):
+            break
+    else:
+        pytest.fail("".join(lines))
+    assert _processes_under(base), "the running cluster should have processes under the demo's home"
+    proc.terminate()
+    out = "".join(lines) + proc.communicate(timeout=180)[0]
+    assert proc.returncode == 130, out
+    assert "Interrupted: stopping." in out and "Stopping the workspace" in out
+    deadline = time.monotonic() + 30
+    while _processes_under(base) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _processes_under(base), _processes_under(base)
+
+
+def _processes_under(base: Path) -> list[str]:
+    """Live processes that run in `base` or name it (clusters, kernels, metastore of that home)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(base) in cmd or cwd.startswith(str(base)):
+            found.append(f"{entry.name} (in {cwd}): {cmd[:300]}")
+    return found
+
+
 # ---- the main job ------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(DEMO_BUDGET_SECONDS + 300)
 def test_the_lab_runs_end_to_end(tmp_path):
     t0 = time.monotonic()
-    proc = run_demo("--home", str(tmp_path / "demo"), timeout=DEMO_BUDGET_SECONDS + 240)
+    # The job's own timeout comes first, so a stuck notebook fails the demo naming its command.
+    proc = run_demo("--home", str(tmp_path / "demo"), "--job-timeout", str(DEMO_BUDGET_SECONDS - 300),
+                    timeout=DEMO_BUDGET_SECONDS + 120)
     elapsed = time.monotonic() - t0
     out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr[-3000:]
+    assert proc.returncode == 0, out + proc.stderr[-3000:] + _log_tails(tmp_path / "demo")
     assert elapsed <= DEMO_BUDGET_SECONDS, f"the demo took {elapsed:.0f} s:\n{out}"
     for n in range(1, 10):
         assert f"[{n}/9]" in out
     assert "UNAVAILABLE" not in out, out
+    assert re.search(r"RUNNING \(\d+ s, command \d+ of \d+\)", out), out  # the job's progress
     aucs = re.search(r"AUC: random forest (\d\.\d+), tuned xgboost (\d\.\d+)", out)
     assert aucs and float(aucs[1]) >= 0.85 and float(aucs[2]) >= float(aucs[1]), out
     assert "registry: wine_quality v1 Archived, v2 Production" in out

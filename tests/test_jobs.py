@@ -399,6 +399,46 @@ def test_notebook_job_parameters_exit_value_and_export(server, w, cluster_id, un
     w.jobs.delete(job_id)
 
 
+PROGRESS_NOTEBOOK = """# Databricks notebook source
+print("one")
+
+# COMMAND ----------
+
+# MAGIC %md a markdown cell
+
+# COMMAND ----------
+
+import os, time
+deadline = time.time() + 60
+while time.time() < deadline and not os.path.exists("/dbfs/FileStore/jobs/" + dbutils.widgets.get("go")):
+    time.sleep(0.5)
+
+# COMMAND ----------
+
+print("three")
+"""
+
+
+@pytest.mark.slow
+def test_running_notebook_task_says_which_command_runs(w, cluster_id, unique):
+    path = import_notebook(w, f"/Shared/jobs/{unique('progress')}", PROGRESS_NOTEBOOK)
+    go = unique("go")
+    task = jobs.SubmitTask(task_key="nb", existing_cluster_id=cluster_id, notebook_task=jobs.NotebookTask(
+        notebook_path=path, base_parameters={"go": go}), timeout_seconds=120)
+    run_id = w.jobs.submit(run_name="progress", tasks=[task]).run_id
+    deadline, seen = time.time() + 90, None
+    while time.time() < deadline:
+        seen = w.jobs.get_run(run_id).tasks[0].state.state_message
+        if seen == "Running command 3 of 4":  # a %md cell is a command too (Cmd 2), as on Databricks
+            break
+        time.sleep(0.5)
+    assert seen == "Running command 3 of 4"
+    put_dbfs(w, f"/FileStore/jobs/{go}", "")
+    run = w.jobs.wait_get_run_job_terminated_or_skipped(run_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
+    assert run.tasks[0].state.state_message == ""
+
+
 @pytest.mark.slow
 def test_new_cluster_and_job_cluster_are_terminated(w, unique):
     file = put_dbfs(w, f"/FileStore/jobs/{unique('master')}.py",

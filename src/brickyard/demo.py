@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -53,6 +54,7 @@ class Options:
     port: int = 0
     max_evals: int = DEFAULT_MAX_EVALS
     job_timeout: int = 1800
+    cluster_timeout: int = 600
     lab_dir: Path = LAB
     stay: bool = False
 
@@ -163,6 +165,7 @@ class Demo:
         self.me = None
         self.cluster_id = None
         self.run = None
+        self.progress_note = ""  # the job's "Running command N of M"
 
     # -- helpers ---------------------------------------------------------------------------
     def _client(self, host: str, token: str):  # noqa: ANN202
@@ -232,7 +235,7 @@ class Demo:
             if existing.cluster_name == name and existing.state in (State.RUNNING, State.TERMINATED):
                 if existing.state == State.TERMINATED:
                     self.report.progress(f"starting the existing cluster {name}")
-                    self.w.clusters.start(existing.cluster_id).result(timeout=timedelta(minutes=10))
+                    self.w.clusters.start(existing.cluster_id).result(timeout=timedelta(seconds=self.opts.cluster_timeout))
                 self.cluster_id = existing.cluster_id
                 self.report.progress(f"cluster {name} ({self.cluster_id}) is RUNNING")
                 self._curl_clusters()
@@ -241,7 +244,7 @@ class Demo:
             cluster_name=name, spark_version="17.3.x-cpu-ml-scala2.13",
             node_type_id="local.medium", num_workers=0, autotermination_minutes=60,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
-            custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(minutes=10))
+            custom_tags={"ResourceClass": "SingleNode"}, timeout=timedelta(seconds=self.opts.cluster_timeout))
         self.cluster_id = details.cluster_id
         self.report.progress(f"cluster {details.cluster_name} ({self.cluster_id}) is {details.state.value}, "
                              f"auto-terminates after {details.autotermination_minutes} idle minutes")
@@ -316,14 +319,22 @@ class Demo:
             task_key="experiment", existing_cluster_id=self.cluster_id, timeout_seconds=self.opts.job_timeout,
             notebook_task=NotebookTask(notebook_path=f"/Users/{self.me}/FullExperiment", base_parameters=params))])
         run_id = waiter.run_id
-        t0, last, said = time.monotonic(), None, 0.0
+        t0, last, said = time.monotonic(), (None, ""), 0.0
         while True:
             run = self.w.jobs.get_run(run_id)
             state = run.state.life_cycle_state
+            task_state = run.tasks[0].state if run.tasks else None
+            note = (task_state.state_message or "") if task_state else ""
+            if note.startswith("Running command"):
+                self.progress_note = note  # e.g. "Running command 12 of 40"
             now = time.monotonic() - t0
-            if state != last or now - said >= 30:
-                self.report.progress(f"run {run_id}: {state.value} ({now:.0f} s)")
-                last, said = state, now
+            seen = (state, self.progress_note)
+            if state != last[0] or (seen != last and now - said >= 10) or now - said >= 30:
+                where = ""
+                if state == RunLifeCycleState.RUNNING and self.progress_note:
+                    where = f", {self.progress_note.lower()[len('running '):]}"
+                self.report.progress(f"run {run_id}: {state.value} ({now:.0f} s{where})")
+                last, said = seen, now
             if state in (RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR):
                 break
             time.sleep(2)
@@ -333,8 +344,14 @@ class Demo:
         output = self.w.jobs.get_run_output(task_run)
         if run.state.result_state is None or run.state.result_state.value != "SUCCESS":
             trace = (output.error_trace or "").strip().splitlines()[-12:]
-            raise StepFailed(STEPS[6], f"the run ended {run.state.result_state}: {output.error}\n"
-                                       + "\n".join("        " + line for line in trace))
+            where = ""
+            if self.progress_note:
+                where = f"\n      it stopped in {self.progress_note.lower()[len('running '):]}"
+            saved = self._save_run_html()
+            ended = run.state.result_state.value if run.state.result_state else run.state.life_cycle_state.value
+            raise StepFailed(STEPS[6], f"the run ended {ended}: {output.error}{where}\n"
+                                       + "".join("        " + line + "\n" for line in trace)
+                                       + (f"      the run's notebook with its outputs: {saved}" if saved else ""))
         result = output.notebook_output.result if output.notebook_output else None
         try:
             self.outcome.exit_value = json.loads(result or "")
@@ -409,13 +426,21 @@ class Demo:
         self.outcome.urls["serving endpoint"] = f"{self.host}/serving-endpoints/{name}/invocations"
         self.report.progress(f"endpoint {name} answered {', '.join(f'{float(p):.3f}' for p in preds)}")
 
-    def results(self) -> None:
+    def _save_run_html(self) -> Path | None:
+        """The run's notebook with its outputs, saved as HTML next to the demo's home (None if not exported)."""
         from databricks.sdk.service.jobs import ViewsToExport
 
-        task_run = self.run.tasks[0].run_id
-        export = self.w.jobs.export_run(task_run, views_to_export=ViewsToExport.CODE)
+        try:
+            export = self.w.jobs.export_run(self.run.tasks[0].run_id, views_to_export=ViewsToExport.CODE)
+        except Exception:  # noqa: BLE001 - a failed run may have no notebook to export
+            return None
         html = self.base / "FullExperiment-run.html"
         html.write_text(export.views[0].content if export.views else "")
+        return html
+
+    def results(self) -> None:
+        html = self._save_run_html()
+        task_run = self.run.tasks[0].run_id
         self.outcome.urls["run HTML"] = f"{self.host}/api/2.0/jobs/runs/export?run_id={task_run}"
         self.outcome.urls["run HTML (saved)"] = str(html)
 
@@ -429,6 +454,12 @@ class Demo:
             for name, fn in zip(STEPS, steps):
                 with self.report.step(name, self.outcome):
                     fn()
+        except KeyboardInterrupt:
+            say("\nInterrupted: stopping.")
+            if self.base is not None:
+                say(f"(files of this demo: {self.base})")
+            self._finish(interrupted=True)
+            return 130
         except StepFailed as exc:
             say(f"\nFAILED at step '{exc.step}': {exc.message}")
             if self.base is not None:
@@ -445,10 +476,10 @@ class Demo:
         self._finish()
         return 0
 
-    def _finish(self) -> None:
+    def _finish(self, interrupted: bool = False) -> None:
         if self.embedded is None:
             return
-        if self.opts.stay:
+        if self.opts.stay and not interrupted:
             self.report.say("\nThe workspace keeps running; press Ctrl-C to stop it.")
             try:
                 while self.embedded.thread.is_alive():
@@ -482,8 +513,17 @@ def _sample_rows(lab: Path, n: int) -> list[dict]:
     return rows
 
 
+def _interrupt(signum, frame) -> None:  # noqa: ANN001
+    raise KeyboardInterrupt
+
+
 def main(opts: Options, out=sys.stdout) -> int:  # noqa: ANN001
-    """Run the demo; 0 when every step passed, 1 when one failed (named in the output)."""
+    """Run the demo; 0 when every step passed, 1 when one failed (named in the output), 130 when stopped.
+
+    SIGTERM stops it like Ctrl-C: the embedded workspace stops its clusters, kernels and servers.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     return Demo(opts, out).run_all()
 
 
@@ -492,8 +532,11 @@ def cmd_demo(args) -> int:  # noqa: ANN001
         raise ValueError("--max-evals must be at least 1")
     stay = args.stay if args.stay is not None else (sys.stdout.isatty() and sys.stdin.isatty())
     token = args.token or (os.environ.get("DATABRICKS_TOKEN") if args.host else None)
+    if args.job_timeout < 1:
+        raise ValueError("--job-timeout must be at least 1 second")
     return main(Options(host=args.host, token=token, home=Path(args.home) if args.home else None, port=args.port,
-                        max_evals=96 if args.full_sweep else args.max_evals, stay=stay))
+                        max_evals=96 if args.full_sweep else args.max_evals, stay=stay,
+                        job_timeout=args.job_timeout))
 
 
 def add_parser(sub) -> None:  # noqa: ANN001
@@ -505,6 +548,8 @@ def add_parser(sub) -> None:  # noqa: ANN001
     demo.add_argument("--token", help="its personal access token (default: DATABRICKS_TOKEN)")
     demo.add_argument("--max-evals", type=int, default=DEFAULT_MAX_EVALS,
                       help=f"hyperopt evaluations of the sweep (default {DEFAULT_MAX_EVALS})")
+    demo.add_argument("--job-timeout", type=int, default=Options.job_timeout,
+                      help=f"seconds the experiment job may run before it is stopped (default {Options.job_timeout})")
     demo.add_argument("--full-sweep", action="store_true", help="the original lab's 96 evaluations")
     demo.add_argument("--stay", dest="stay", action="store_true", default=None,
                       help="keep the embedded workspace running when done (default when interactive)")

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from brickyard.errors import BrickyardError
@@ -63,6 +64,7 @@ class TaskContext:
     control: RunControl
     cluster_id: str = ""
     deadline: float | None = None
+    report: Callable[[str], None] | None = None  # the task's state_message while it runs (progress)
 
 
 class RunSupervisor:
@@ -271,6 +273,7 @@ class RunSupervisor:
         exec_start = now_ms()
         try:
             if "notebook_task" in task:
+                ctx.report = lambda message: self._update_task(ctx.task_run_id, state_message=message)
                 outcome = run_notebook(self.ws, ctx)
             else:
                 outcome = run_python(self.ws, ctx)

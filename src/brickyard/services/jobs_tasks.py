@@ -78,12 +78,16 @@ def run_notebook(ws, ctx) -> TaskOutcome:  # noqa: ANN001
                               run_label=f"job-run-{ctx.task_run_id}")
     except BrickyardError as exc:
         return TaskOutcome("FAILED", error=exc.message)
-    stopped = None
+    stopped, shown = None, None
     while not handle.done():
         why = _stop_reason(ctx)
         if why and stopped is None:
             stopped = why
             handle.cancel()
+        command, total = handle.progress
+        if command and (command, total) != shown and ctx.report is not None:
+            shown = (command, total)
+            ctx.report(f"Running command {command} of {total}")
         time.sleep(0.2)
     res = handle.wait()
     state = res.state

@@ -54,6 +54,8 @@ class RunHandle:
         self._cancel = threading.Event()
         self._lost = threading.Event()
         self.kernel = None
+        # (command being run, commands in the notebook), 1-based; (0, n) before the first one
+        self.progress: tuple[int, int] = (0, 0)
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
         """The result, or None when `timeout` seconds passed first."""
@@ -160,11 +162,14 @@ class NotebookRunner:
                 if state == FAILED:
                     error = f"The notebook's kernel could not start: {error}"
             count = 0
+            total = sum(1 for c in executed.cells if cell_code(c.source, executed.language).strip())
+            handle.progress = (0, total)
             for cell in executed.cells if state == SUCCESS else []:
                 code = cell_code(cell.source, executed.language)
                 if not code.strip():
                     continue
                 count += 1
+                handle.progress = (count, total)
                 outcome, msgs, error, trace = self._execute(handle, km, client, code, deadline)
                 cell.execution_count = count
                 cell.outputs = outputs_from_messages(msgs, count)
