@@ -32,6 +32,20 @@ def test_wrong_token_is_refused(anon_page, server):
     assert "by_session" not in session_cookies(page)
 
 
+def test_revoking_the_sign_in_token_ends_the_session(anon_page, server, w, unique):
+    created = w.tokens.create(comment=unique("ui-session"), lifetime_seconds=3600)
+    login_with_token(anon_page, created.token_value)
+    assert "/login" not in anon_page.url
+    sid = session_cookies(anon_page)["by_session"]
+    assert requests.get(server.url + "/", cookies={"by_session": sid}, allow_redirects=False,
+                        timeout=30).status_code == 200
+    w.tokens.delete(created.token_info.token_id)
+    r = requests.get(server.url + "/", cookies={"by_session": sid}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    anon_page.reload()
+    assert "/login" in anon_page.url
+
+
 def test_session_cookie_flags_and_logout(page, server):
     cookie = next(c for c in page.context.cookies() if c["name"] == "by_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]

@@ -98,6 +98,11 @@ class TokenService:
             raise unauthenticated(f"User {user.user_name} is not active.")
         return principal_of(user)
 
+    def live(self, sess: Session, value: str) -> Token:
+        """The token row of a bearer token that authenticates now (raises like authenticate)."""
+        self.authenticate(sess, value)
+        return sess.scalar(select(Token).where(Token.token_hash == self.keyring.hash_token(value)))
+
     def list_own(self, sess: Session, caller: Principal) -> list[Token]:
         return list(
             sess.scalars(select(Token).where(Token.user_id == caller.id).order_by(Token.creation_time))

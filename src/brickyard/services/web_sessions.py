@@ -19,7 +19,7 @@ from brickyard.secrets.crypto import Keyring
 from brickyard.services.common import now_ms
 from brickyard.services.tokens import TokenService
 from brickyard.services.users import Principal, UserService, check_password, hash_password, principal_of
-from brickyard.store.models import User
+from brickyard.store.models import Token, User
 from brickyard.store.ui_models import WebSession
 
 IDLE_MS = 12 * 3600 * 1000  # signed out after 12 hours without a request
@@ -77,16 +77,23 @@ class WebSessionService:
         return self._open(sess, user, "password"), principal_of(user)
 
     def login_token(self, sess: Session, token: str) -> tuple[str, Principal]:
-        principal = self.tokens.authenticate(sess, (token or "").strip())
+        """A session opened with a personal access token lasts no longer than the token: revoking it
+        (or its expiry) ends the session."""
+        value = (token or "").strip()
+        principal = self.tokens.authenticate(sess, value)
+        tok = self.tokens.live(sess, value)
         user = self.users.get(sess, principal.id)
-        return self._open(sess, user, "token"), principal
+        return self._open(sess, user, "token", tok), principal
 
-    def _open(self, sess: Session, user: User, method: str) -> str:
+    def _open(self, sess: Session, user: User, method: str, token: Token | None = None) -> str:
         now = now_ms()
         sess.execute(delete(WebSession).where(WebSession.expires_at <= now))
         sid = secrets.token_urlsafe(32)
+        expires = now + ABSOLUTE_MS
+        if token is not None and token.expiry_time != -1:
+            expires = min(expires, token.expiry_time)
         sess.add(WebSession(id_hash=self._hash(sid), user_id=user.id, created_at=now, last_seen_at=now,
-                            expires_at=now + ABSOLUTE_MS, method=method))
+                            expires_at=expires, method=method, token_id=token.token_id if token else None))
         sess.flush()
         return sid
 
@@ -102,6 +109,9 @@ class WebSessionService:
         now = now_ms()
         if row.expires_at <= now or row.last_seen_at + IDLE_MS <= now:
             sess.delete(row)
+            return None
+        if row.token_id is not None and sess.get(Token, row.token_id) is None:
+            sess.delete(row)  # the token it was opened with was revoked
             return None
         user = sess.get(User, row.user_id)
         if user is None or not user.active:

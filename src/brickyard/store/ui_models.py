@@ -20,3 +20,5 @@ class WebSession(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # How the user signed in: "password" or "token".
     method: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The token a "token" session was opened with (migration 0010): revoking or expiring it ends the session.
+    token_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
