@@ -86,7 +86,7 @@ import errno, hashlib, shutil
 import pandas as pd
 import requests
 P = "/dbfs{point}"
-out = {"mounted": _mounted, "daemon": _daemon_pid}
+out = {"mounted": _mounted, "daemon": _daemon_pid, "pid": os.getpid()}
 out["mounts_line"] = [l.split()[4] for l in open("/proc/self/mountinfo") if " /dbfs/mnt " in l]
 out["top"] = sorted(os.listdir("/dbfs/mnt"))
 out["ls"] = sorted(os.listdir(P))
@@ -141,6 +141,21 @@ except OSError as e:
 os.remove(P + "/made/deeper/z.bin")
 os.rmdir(P + "/made/deeper")
 out["after_rmdir"] = sorted(os.listdir(P + "/made"))
+# zipfile seeks back to write its headers: fine in a file being written (a local temporary file).
+import zipfile
+with zipfile.ZipFile(P + "/a.zip", "w") as z:
+    z.writestr("inside.txt", "zipped")
+out["zip"] = zipfile.ZipFile(P + "/a.zip").read("inside.txt").decode()
+# A directory of an object store cannot be renamed (EXDEV): shutil.move copies it instead.
+try:
+    os.rename(P + "/made", P + "/moved")
+except OSError as e:
+    out["rename_dir"] = e.errno
+shutil.move(P + "/made", P + "/moved")
+out["moved"] = [sorted(os.listdir(P + "/moved")), os.path.exists(P + "/made")]
+# Other processes of the namespace (%sh) see it too.
+import subprocess
+out["sh"] = subprocess.run(["cat", P + "/dir/y.txt"], capture_output=True, text=True).stdout
 # A mount made after the file system started is there at once (nothing is listed ahead).
 r = requests.post(os.environ["BRICKYARD_HOST"] + "/api/2.0/brickyard/mounts/create",
                   headers={"Authorization": "Bearer " + os.environ["BRICKYARD_TOKEN"]},
@@ -200,6 +215,9 @@ def test_fuse_serves_an_s3_mount_to_local_file_apis(server, fuse_usable, unique,
     assert out["copied"] == "a,b\n1,2\n3,4\n" and out["removed"] is False
     assert out["rmdir_nonempty"] == 39  # ENOTEMPTY
     assert out["after_rmdir"] == ["renamed.csv"]
+    assert out["zip"] == "zipped"
+    assert out["rename_dir"] == 18 and out["moved"] == [["renamed.csv"], False]  # EXDEV
+    assert out["sh"] == "from boto3"
     assert out["late_mount"] == 200 and out["late"] == "mounted later" and out["late_top"] is True
     assert out["local"] == ["012xyz6789", ["local.txt", "t.csv"], 2]
     assert (tmp_path / "local.txt").read_text() == "012xyz6789"
@@ -211,11 +229,14 @@ def test_fuse_serves_an_s3_mount_to_local_file_apis(server, fuse_usable, unique,
     big = client.get_object(Bucket=bucket, Key="base/big.bin")["Body"].read()
     assert hashlib.sha256(big).hexdigest() == hashlib.sha256(bytes(range(256)) * (3 * 4096 + 7)).hexdigest()
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="base/")["Contents"])
-    assert "base/copied.csv" not in keys and "base/made/renamed.csv" in keys and "base/made/frame.csv" not in keys
-    assert not any(k.startswith("base/made/deeper") for k in keys)
+    assert "base/copied.csv" not in keys and "base/moved/renamed.csv" in keys and "base/a.zip" in keys
+    assert not any(k.startswith("base/made") for k in keys)
     # The daemon left with its parent, and never wrote the token anywhere.
     assert gone(out["daemon"])
     assert server.token not in stderr
+    # Nothing went wrong on the way (a failed operation logs a warning or a traceback).
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"brickyard dbfs-fuse: the kernel (pid {out['pid']}) is gone; unmounting /dbfs/mnt"], stderr
 
 
 def test_fuse_serves_an_abfs_mount_on_azurite(server, fuse_usable, unique, azurite):
@@ -362,3 +383,22 @@ def test_notebooks_use_object_store_mounts_through_dbfs_mnt(server, w, cluster_i
             unmount(server, p)
     logs = "".join(p.read_text(errors="replace") for p in server.settings.home.rglob("kernel.log"))
     assert server.token not in logs
+
+
+def test_without_a_mount_namespace_the_kernel_goes_on_without_fuse(tmp_path):
+    """Not root (so /dbfs is mapped in Python by dbfs_paths.install): no FUSE, one line in the kernel log."""
+    root = tmp_path / "dbfs"
+    (root / "FileStore").mkdir(parents=True)
+    (root / "FileStore" / "a.txt").write_text("still here")
+    code = f"""
+from brickyard.runtime import dbfs_paths, dbfs_fuse
+dbfs_paths.install({str(root)!r})
+print(dbfs_fuse.start_from_kernel({str(root)!r}), open('/dbfs/FileStore/a.txt').read())
+"""
+    env = {**os.environ, "BRICKYARD_HOST": "http://127.0.0.1:9", "BRICKYARD_TOKEN": "dapi-not-used"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False still here"
+    assert proc.stderr.splitlines() == [
+        "brickyard dbfs-fuse: object-store mounts are not served under /dbfs/mnt (file: mounts are): /dbfs is not "
+        "this kernel's own mount of the DBFS root (the workspace does not run as root)"]

@@ -694,9 +694,12 @@ def serve(mountpoint: str, host: str, token: str, parent: int | None, ready_fd: 
     ops.init = lambda _path: report("ok")  # called once the kernel has the mount
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent, mountpoint), name="watch-parent", daemon=True).start()
+    options = {"attr_timeout": 0, "entry_timeout": 1, "negative_timeout": 0}
+    if mfusepy.fuse_version_major == 3:
+        # libfuse 3.14 otherwise says "Ignoring invalid max threads value 4294967295" (its default, unset).
+        options["max_idle_threads"] = 10
     try:
-        mfusepy.FUSE(ops, mountpoint, foreground=True, fsname="dbfs", subtype="brickyard",
-                     attr_timeout=0, entry_timeout=1, negative_timeout=0)
+        mfusepy.FUSE(ops, mountpoint, foreground=True, fsname="dbfs", subtype="brickyard", **options)
     except Exception as exc:  # noqa: BLE001 - libfuse printed why (no /dev/fuse, not permitted, ...)
         report(f"error: mounting failed ({exc}); see the lines above")
         return 1
