@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,27 @@ class ThreadedServer:
 
 def make_settings(home: Path, **extra) -> Settings:
     return Settings(home=home, host="127.0.0.1", port=free_port(), bootstrap_token=ADMIN_TOKEN, **extra)
+
+
+@contextmanager
+def server_with_env(home: Path, env: dict[str, str]):
+    """A workspace of its own on `home`, whose settings read BRICKYARD_* variables `env` (set only while the
+    settings are made); yields its Server and stops it afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        threaded = ThreadedServer(make_settings(home))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    threaded.start()
+    try:
+        yield Server(f"http://127.0.0.1:{threaded.settings.port}", ADMIN_TOKEN, threaded.settings, threaded.workspace)
+    finally:
+        threaded.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from databricks.sdk.service.serving import (
     TrafficConfig,
 )
 
-from conftest import ThreadedServer, free_port, make_settings
+from conftest import free_port, server_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -44,21 +44,8 @@ WAIT = timedelta(minutes=4)
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in SERVING_ENV}
-    os.environ.update(SERVING_ENV)
-    try:
-        server = ThreadedServer(make_settings(tmp_path_factory.mktemp("serving") / "brickyard"))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    server.start()
-    from conftest import ADMIN_TOKEN, Server
-
-    yield Server(f"http://127.0.0.1:{server.settings.port}", ADMIN_TOKEN, server.settings, server.workspace)
-    server.stop()
+    with server_with_env(tmp_path_factory.mktemp("serving") / "brickyard", SERVING_ENV) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import requests
 from ui_support import _new_page, csrf_of, login_with_token, session_cookies, shot
 
-from conftest import ADMIN_TOKEN, Server, ThreadedServer, make_settings
+from conftest import server_with_env
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
@@ -28,19 +28,8 @@ READY_WAIT_MS = 240_000
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in SERVING_ENV}
-    os.environ.update(SERVING_ENV)
-    try:
-        server = ThreadedServer(make_settings(tmp_path_factory.mktemp("uiserving") / "brickyard"))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    server.start()
-    yield Server(f"http://127.0.0.1:{server.settings.port}", ADMIN_TOKEN, server.settings, server.workspace)
-    server.stop()
+    with server_with_env(tmp_path_factory.mktemp("uiserving") / "brickyard", SERVING_ENV) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
