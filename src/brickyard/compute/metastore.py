@@ -1,6 +1,11 @@
 """The workspace's one Hive metastore: a supervised Thrift service that every cluster shares.
 
-It runs from the jars pyspark ships (Hive 2.3, Derby, DataNucleus). By default its database is
+It runs from the jars pyspark ships (Hive 2.3, Derby, DataNucleus), its Thrift socket bound to
+127.0.0.1: Hive 2.3's HiveMetaStore.main binds every interface and has no setting against it, so
+the service runs brickyard.LoopbackMetaStore (LoopbackMetaStore.java next to this file: main and
+startMetaStore as Hive 2.3.10 does them, the bind address passed on), compiled once with the JDK's
+javac against pyspark's jars into <JVM cache>/launchers/LoopbackMetaStore-<hash of source, jar
+names, javac>. By default its database is
 <home>/metastore/metastore_db, served by a Derby network server that the workspace starts as a
 process of its own (loopback only, Derby's BUILTIN authentication with a generated password kept
 0600 in <home>/metastore/derby.properties; user APP, Derby's default, so the tables of homes made
@@ -9,7 +14,10 @@ with Derby's client driver. For teams, with a PostgreSQL BRICKYARD_DATABASE_URL 
 its tables in schema `hive` of the workspace's database (jdbc:postgresql://host/db?currentSchema=hive,
 the driver from the JVM cache). The pids and ports are recorded in <home>/metastore/metastore.json
 and derby.json, so a restarted workspace adopts the running processes (or restarts them when their
-configuration changed).
+configuration changed). So that they do not outlive a workspace that is killed and never restarted,
+each process that starts or adopts them registers in owners.json (pid and its start time), and a
+watchdog process (metastore_watchdog.py, pid in watchdog.json) stops the service and Derby once
+every owner has been gone for `orphan_grace` seconds (60 by default) without a new one registering.
 
 On PostgreSQL the schema is created before the service starts, from Hive's own SQL scripts
 (hive-schema-1.2.0 and the upgrades to 2.3.0, read from the standalone metastore archive in
@@ -26,8 +34,10 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -36,13 +46,19 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from brickyard.compute import metastore_watchdog as watchdog
 from brickyard.compute import runtime
 from brickyard.jvm import jar_path, jvm_cache_dir
 from brickyard.compute.spark_conf import WAREHOUSE_DIR, MountLink, cluster_jvm_classpath, dbfs_hadoop_conf, local_uri
 
 log = logging.getLogger(__name__)
 
-MAIN_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"
+# The service: HiveMetaStore.main as LoopbackMetaStore.java runs it, its Thrift socket bound to BIND_HOST.
+MAIN_CLASS = "brickyard.LoopbackMetaStore"
+LAUNCHER_SOURCE = Path(__file__).with_name("LoopbackMetaStore.java")
+HIVE_MAIN_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"  # how services were started before it
+BIND_HOST = "127.0.0.1"
+ORPHAN_GRACE = 60.0  # seconds the service outlives the last workspace process using it (metastore_watchdog)
 DERBY_CLASS = "org.apache.derby.drda.NetworkServerControl"
 DERBY_USER = "APP"  # Derby's default user: schema APP holds the tables of homes made with embedded Derby
 # The Derby network server's jars: the engine and tools pyspark ships, the server from the JVM cache.
@@ -94,6 +110,7 @@ class Metastore:
         jdbc_password: str = "",
         mounts: Iterable[MountLink | Sequence] = (),
         heap: str = "512m",
+        orphan_grace: float = ORPHAN_GRACE,
     ):
         self.dir = Path(home) / "metastore"
         self.dbfs_root = Path(dbfs_root)
@@ -102,6 +119,7 @@ class Metastore:
         self.jdbc_password = jdbc_password
         self.mounts = list(mounts)
         self.heap = heap
+        self.orphan_grace = orphan_grace
         self.port = port
         self._explicit_port = bool(port)
         self.pid = 0
@@ -109,6 +127,7 @@ class Metastore:
         self.derby_port = 0
         self.derby_pid = 0
         self._derby_proc: subprocess.Popen | None = None
+        self._watchdog_proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -138,58 +157,75 @@ class Metastore:
         return self.dir / "derby-server.log"
 
     def start(self, timeout: float = 120.0) -> str:
-        """Start the service, or adopt the one already running with this configuration; wait until it answers."""
+        """Start the service, or adopt the one already running with this configuration; wait until it answers.
+
+        This process becomes one of its owners: the watchdog stops it once every owner is gone."""
         with self._lock, self._home_lock():
             self.dir.mkdir(parents=True, exist_ok=True)
-            state = self._read_state()
-            if not self.port:
-                self.port = int(state.get("port") or 0) or runtime.free_port()
-            pid = int(state.get("pid") or 0)
-            alive = runtime.pid_alive(pid, MAIN_CLASS)
-            if not alive and runtime.port_open(self.port):
-                if self._explicit_port:
-                    raise MetastoreError(f"port {self.port} is taken by another process")
-                self.port = runtime.free_port()  # the recorded port went to someone else meanwhile
-            fresh_db = False
-            if self.derby_server:
-                try:
-                    fresh_db = self._ensure_derby(timeout)
-                except MetastoreError:
-                    # Nothing half-started: a service that may still hold connections goes with it.
-                    runtime.terminate(pid, self._proc, MAIN_CLASS)
-                    self._state_file.unlink(missing_ok=True)
-                    raise
-            digest = self._write_conf()
-            if alive:
-                if state.get("conf") == digest and int(state.get("port", 0)) == self.port and not fresh_db:
-                    self.pid = pid
-                    self._wait_ready(timeout)
-                    log.info("adopted the running Hive metastore (pid %s) at %s", pid, self.url)
-                    return self.url
-                log.info("Hive metastore configuration changed: restarting it")
-                runtime.terminate(pid, self._proc, MAIN_CLASS)
-            if self.jdbc_url.startswith("jdbc:postgresql:"):
-                ensure_postgres_schema(self.jdbc_url, self.jdbc_user, self.jdbc_password)
-            self._spawn(digest)
+            watchdog.register_owner(self.dir)
+            self._ensure_watchdog()
             try:
-                self._wait_ready(timeout)
-            except MetastoreError:
-                runtime.terminate(self.pid, self._proc, MAIN_CLASS)  # no half-started service left behind
-                self._state_file.unlink(missing_ok=True)
-                self._stop_derby()
+                return self._start_locked(timeout)
+            except Exception:
+                if not (self._service_marker(self.pid) or runtime.pid_alive(self.derby_pid, DERBY_CLASS)):
+                    self._stop_watchdog()  # nothing left to watch
                 raise
-            return self.url
+
+    def _start_locked(self, timeout: float) -> str:
+        state = self._read_state()
+        if not self.port:
+            self.port = int(state.get("port") or 0) or runtime.free_port()
+        pid = int(state.get("pid") or 0)
+        alive = bool(self._service_marker(pid))
+        if not alive and runtime.port_open(self.port):
+            if self._explicit_port:
+                raise MetastoreError(f"port {self.port} is taken by another process")
+            self.port = runtime.free_port()  # the recorded port went to someone else meanwhile
+        fresh_db = False
+        if self.derby_server:
+            try:
+                fresh_db = self._ensure_derby(timeout)
+            except MetastoreError:
+                # Nothing half-started: a service that may still hold connections goes with it.
+                self._terminate_service(pid)
+                self._state_file.unlink(missing_ok=True)
+                raise
+        digest = self._write_conf()
+        if alive:
+            if state.get("conf") == digest and int(state.get("port", 0)) == self.port and not fresh_db:
+                self.pid = pid
+                self._wait_ready(timeout)
+                log.info("adopted the running Hive metastore (pid %s) at %s", pid, self.url)
+                return self.url
+            log.info("Hive metastore configuration changed: restarting it")
+            self._terminate_service(pid)
+        if self.jdbc_url.startswith("jdbc:postgresql:"):
+            ensure_postgres_schema(self.jdbc_url, self.jdbc_user, self.jdbc_password)
+        self._spawn(digest)
+        try:
+            self._wait_ready(timeout)
+        except MetastoreError:
+            self._terminate_service(self.pid)  # no half-started service left behind
+            self._state_file.unlink(missing_ok=True)
+            self._stop_derby()
+            raise
+        return self.url
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop the service (whether this object started it or adopted it)."""
+        """Stop the service (whether this object started it or adopted it), its Derby server and watchdog."""
         with self._lock, self._home_lock():
-            # Ours, and whatever the home records (another object of this home may have replaced ours).
-            for pid in dict.fromkeys((self.pid, int(self._read_state().get("pid") or 0))):
-                if runtime.pid_alive(pid, MAIN_CLASS):
-                    runtime.terminate(pid, self._proc, MAIN_CLASS, timeout)
-            self._state_file.unlink(missing_ok=True)
-            self.pid, self._proc = 0, None
-            self._stop_derby(timeout)  # after the service, whose connections it served
+            self.stop_unlocked(timeout)
+
+    def stop_unlocked(self, timeout: float = 15.0) -> None:
+        """stop() for a caller that holds the home's lock already (the watchdog)."""
+        # Ours, and whatever the home records (another object of this home may have replaced ours).
+        for pid in dict.fromkeys((self.pid, int(self._read_state().get("pid") or 0))):
+            self._terminate_service(pid, timeout)
+        self._state_file.unlink(missing_ok=True)
+        self.pid, self._proc = 0, None
+        self._stop_derby(timeout)  # after the service, whose connections it served
+        self._stop_watchdog()
+        (self.dir / watchdog.OWNERS_FILE).unlink(missing_ok=True)
 
     def update_mounts(self, mounts: Iterable[MountLink | Sequence], timeout: float = 120.0) -> str:
         """Point the service at a new mount table (restarts it only if that changes its configuration)."""
@@ -200,7 +236,7 @@ class Metastore:
         """Whether the service process (and its Derby network server) runs and its port answers."""
         derby_ok = not self.derby_server or (runtime.pid_alive(self.derby_pid, DERBY_CLASS)
                                              and runtime.port_open(self.derby_port))
-        return derby_ok and runtime.pid_alive(self.pid, MAIN_CLASS) and runtime.port_open(self.port)
+        return derby_ok and bool(self._service_marker(self.pid)) and runtime.port_open(self.port)
 
     # ---- internals ------------------------------------------------------------------------
     @property
@@ -211,9 +247,52 @@ class Metastore:
     def _home_lock(self):
         # Two workspace processes on one home must not start two services on one Derby folder.
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with watchdog.home_lock(self.dir):
             yield
+
+    @staticmethod
+    def _service_marker(pid: int) -> str:
+        """MAIN_CLASS (or HIVE_MAIN_CLASS: a service started before the launcher) if pid is the service; ''."""
+        for marker in (MAIN_CLASS, HIVE_MAIN_CLASS):
+            if runtime.pid_alive(pid, marker):
+                return marker
+        return ""
+
+    def _terminate_service(self, pid: int, timeout: float = 15.0) -> None:
+        ours = self._proc is not None and self._proc.pid == pid and self._proc.poll() is None
+        marker = self._service_marker(pid)
+        if ours or marker:
+            runtime.terminate(pid, self._proc, marker or MAIN_CLASS, timeout)
+
+    # ---- the watchdog (metastore_watchdog.py) -------------------------------------------------
+    @property
+    def _watchdog_file(self) -> Path:
+        return self.dir / watchdog.WATCHDOG_FILE
+
+    def watchdog_pid(self) -> int:
+        """The pid of the home's running watchdog (0 if none)."""
+        pid = int(self._read_state(self._watchdog_file).get("pid") or 0)
+        return pid if runtime.pid_alive(pid, watchdog.watchdog_marker(self.dir)) else 0
+
+    def _ensure_watchdog(self) -> None:
+        if self.watchdog_pid():
+            return
+        with open(self.dir / "watchdog.log", "ab") as out:
+            # Its own session: it must outlive the workspace process to end what that process left.
+            self._watchdog_proc = subprocess.Popen(
+                watchdog.watchdog_command(self.dir, self.orphan_grace), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.dir, start_new_session=True)
+        # Written under the home's lock, which the watchdog takes before it first reads this file.
+        self._write_state(self._watchdog_file, {"pid": self._watchdog_proc.pid, "grace": self.orphan_grace,
+                                                "started": time.time()})
+
+    def _stop_watchdog(self) -> None:
+        pid = int(self._read_state(self._watchdog_file).get("pid") or 0)
+        self._watchdog_file.unlink(missing_ok=True)  # a watchdog no longer named there ends by itself
+        if pid and pid != os.getpid():
+            runtime.terminate(pid, self._watchdog_proc, watchdog.watchdog_marker(self.dir), timeout=5)
+        if self._watchdog_proc is not None and self._watchdog_proc.pid == pid:
+            self._watchdog_proc = None
 
     def _read_state(self, path: Path | None = None) -> dict:
         try:
@@ -423,7 +502,7 @@ class Metastore:
         return [
             runtime.java_bin(), f"-Xmx{self.heap}", f"-Djava.io.tmpdir={tmp}",
             f"-Dderby.system.home={self.dir}", f"-Dderby.stream.error.file={self.dir / 'derby.log'}",
-            "-cp", self._classpath(), MAIN_CLASS, "-p", str(self.port),
+            "-cp", f"{self._classpath()}:{launcher_classes()}", MAIN_CLASS, "-p", str(self.port), "-h", BIND_HOST,
         ]
 
     def _spawn(self, digest: str) -> None:
@@ -448,7 +527,7 @@ class Metastore:
                 return
             ours = self._proc is not None and self._proc.pid == self.pid
             # Our own child is checked by poll(): just after fork its command line is still Python's.
-            if (self._proc.poll() is not None) if ours else not runtime.pid_alive(self.pid, MAIN_CLASS):
+            if (self._proc.poll() is not None) if ours else not self._service_marker(self.pid):
                 raise MetastoreError(f"the Hive metastore exited during start: {self._log_tail()}")
             time.sleep(0.2)
         raise MetastoreError(f"the Hive metastore did not answer on port {self.port} within {timeout:.0f} s: "
@@ -461,6 +540,53 @@ class Metastore:
         except OSError:
             return "(no log)"
         return "\n".join(text[-lines:]) + f"\n(log: {path})"
+
+
+def javac_bin() -> str:
+    """The javac of the JDK whose java runs the service (else the one on PATH)."""
+    java = Path(runtime.java_bin()).resolve()
+    sibling = java.with_name("javac")
+    if sibling.exists():
+        return str(sibling)
+    found = shutil.which("javac")
+    if not found:
+        raise MetastoreError(f"javac not found next to {java} nor on PATH: the Hive metastore's launcher is compiled "
+                             "at its first start; install a JDK 17+ (Debian: openjdk-17-jdk-headless)")
+    return found
+
+
+def launcher_classes() -> Path:
+    """The class folder of brickyard.LoopbackMetaStore, compiled once into the JVM cache.
+
+    Keyed by a hash of the source, the names of pyspark's jars (the class path it is compiled
+    against) and the javac, so a new pyspark or JDK compiles it again.
+    """
+    jars = sorted(p.name for p in (runtime.spark_home() / "jars").glob("*.jar"))
+    source = LAUNCHER_SOURCE.read_bytes()
+    javac = javac_bin()
+    key = hashlib.sha256(b"\0".join([source, *(j.encode() for j in jars), javac.encode()])).hexdigest()[:16]
+    root = jvm_cache_dir() / "launchers"
+    target = root / f"LoopbackMetaStore-{key}"
+    if (target / "brickyard" / "LoopbackMetaStore.class").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one compiler at a time; the others find its classes
+        if (target / "brickyard" / "LoopbackMetaStore.class").is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".compile-", dir=root))
+        try:
+            out = subprocess.run([javac, "-nowarn", "-encoding", "UTF-8", "-d", str(tmp),
+                                  "-cp", str(runtime.spark_home() / "jars" / "*"), str(LAUNCHER_SOURCE)],
+                                 capture_output=True, text=True, timeout=300)
+            if out.returncode != 0:
+                raise MetastoreError(f"javac could not compile {LAUNCHER_SOURCE.name} against pyspark's jars:\n"
+                                     f"{(out.stdout + out.stderr)[-3000:]}")
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("compiled the Hive metastore launcher into %s", target)
+    return target
 
 
 def hive_schema_archive() -> Path:
