@@ -223,15 +223,20 @@ def _setup_frame():  # noqa: ANN202
     dbutils.notebook._runner = lambda p, t, a: frame.run_child(p, t, a, base, _new_dbutils)  # noqa: SLF001
     if shell is not None:
         _magics.install(shell, frame)
-        shell.set_custom_exc((_dbutils_mod.NotebookExit,), _on_exit)
+        shell.set_custom_exc((_dbutils_mod.NotebookExit, _dbutils_mod.RestartPython), _on_exit)
         _report_exit_as_success(shell)
     return frame
 
 
 def _on_exit(shell, etype, value, tb, tb_offset=None):  # noqa: ANN001, ANN202, ARG001
-    """dbutils.notebook.exit(value): publish the value; the runner ends the notebook with success."""
+    """dbutils.notebook.exit(value): publish the value; the runner ends the notebook with success.
+
+    dbutils.library.restartPython() ends its cell the same way (it published its request already).
+    """
     from IPython.display import display as _ipy_display
 
+    if isinstance(value, _dbutils_mod.RestartPython):
+        return
     _ipy_display({_EXIT_MIME: {"value": value.value}, "text/plain": f"Notebook exited: {value.value}"}, raw=True)
 
 
@@ -248,7 +253,7 @@ def _report_exit_as_success(shell) -> None:  # noqa: ANN001
         reply = original(*args, **kwargs)
         if inspect.isawaitable(reply):
             reply = await reply
-        if isinstance(reply, dict) and reply.get("ename") == "NotebookExit":
+        if isinstance(reply, dict) and reply.get("ename") in ("NotebookExit", "RestartPython"):
             reply = {"status": "ok", "execution_count": reply.get("execution_count"), "user_expressions": {},
                      "payload": []}
         return reply

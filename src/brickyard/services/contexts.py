@@ -7,6 +7,13 @@ the spare out: the workspace mints the caller's token, writes the caller's varia
 the kernel reads and deletes (``_bind``), and only then runs commands; a new spare is started a
 little later. A spare is used once, belongs to one cluster run (its driver's gateway) and stops
 with it; job clusters get none.
+
+dbutils.library.restartPython() in a command ends that command with a RESTART_PYTHON_MIME output
+(runtime/dbutils.py); the context's worker thread then replaces the kernel's process before it
+takes the next command (``_restart``): same context id, connection file and working folder, the
+same environment, user and token (a kernel that was a spare restarts with its user's variables in
+its environment, so it is bound before any code runs), attached to the same driver. Commands
+queued meanwhile wait and then run in the new process.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from pathlib import Path
 
 from brickyard.compute.environment import user_environ
 from brickyard.errors import BrickyardError, invalid
-from brickyard.runtime.mime import TABLE_MIME
+from brickyard.runtime.mime import RESTART_PYTHON_MIME, TABLE_MIME
 from brickyard.services.users import Principal
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,10 @@ class Context:
     running: Command | None = None
     owner: Principal | None = None
     token_id: str | None = None
+    token: str | None = field(default=None, repr=False)  # a bound spare's token: its restarts need it again
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    restarting: bool = False  # restartPython: the process is being replaced (guarded by lock)
+    closed: bool = False  # destroyed or its cluster stopped (guarded by lock)
 
 
 @dataclass
@@ -92,6 +103,12 @@ class Spare:
     def pid(self) -> int | None:
         process = getattr(getattr(self.kernel, "provisioner", None), "process", None)
         return process.pid if process is not None else None
+
+
+def wants_restart(msgs: list[dict]) -> bool:
+    """An execution's IOPub messages hold dbutils.library.restartPython()'s request."""
+    return any(m["msg_type"] == "display_data" and RESTART_PYTHON_MIME in (m["content"].get("data") or {})
+               for m in msgs)
 
 
 def results_from_messages(msgs: list[dict], save_image) -> dict:  # noqa: ANN001
@@ -211,6 +228,8 @@ class ContextService:
                                                     "cause": "Cancelled before it started."}
         elif cmd.status == "Running":
             cmd.status = "Cancelling"
+            if ctx.restarting:
+                return  # its code is over; a signal now could kill the new process while it starts
             try:
                 ctx.kernel.interrupt_kernel()
             except Exception:  # noqa: BLE001 - the kernel may be gone already
@@ -344,8 +363,10 @@ class ContextService:
         with self.ws.store.session() as sess:
             return principal_of(self.ws.services["users"].get(sess, user_id))
 
-    def _run(self, ctx: Context | Spare, code: str, timeout: float | None = None) -> dict:
-        msgs: list[dict] = []
+    def _run(self, ctx: Context | Spare, code: str, timeout: float | None = None,
+             msgs: list[dict] | None = None) -> dict:
+        """Run code; its Databricks results. `msgs`, when given, receives the IOPub messages."""
+        msgs = [] if msgs is None else msgs
         reply = ctx.client.execute_interactive(code, timeout=timeout, output_hook=msgs.append, allow_stdin=False,
                                                store_history=True)
         if reply["content"].get("status") == "error" and not any(m["msg_type"] == "error" for m in msgs):
@@ -383,12 +404,19 @@ class ContextService:
                 return
             if cmd.status == "Cancelled":
                 continue
+            if ctx.status == "Error":  # a restart failed: the context has no kernel any more
+                cmd.status, cmd.results = "Finished", {"resultType": "error", "summary": "The execution context "
+                                                       "stopped", "cause": ctx.error or ""}
+                continue
             cmd.status = "Running"
             ctx.running = cmd
             self._mark_busy(ctx, +1)
             try:
                 code = cmd.code if cmd.language == "python" else f"_brickyard_sql({cmd.code!r})"
-                results = self._run(ctx, code)
+                msgs: list[dict] = []
+                results = self._run(ctx, code, msgs=msgs)
+                if wants_restart(msgs):
+                    results = self._restart_or_fail(ctx, results)
             except Exception as exc:  # noqa: BLE001 - the kernel died or the channel broke
                 results = {"resultType": "error", "summary": "The execution context stopped",
                            "cause": str(exc)}
@@ -400,6 +428,75 @@ class ContextService:
             else:
                 cmd.status = "Finished"  # as on Databricks, failed code is Finished with an error result
             cmd.results = results
+
+    def _restart_or_fail(self, ctx: Context, results: dict) -> dict:
+        """Restart the context's Python after a command asked for it; the command's results (an error if it failed)."""
+        try:
+            self._restart(ctx)
+            return results
+        except Exception as exc:  # noqa: BLE001 - the context ends in Error, reported on the command too
+            log.warning("context %s: Python could not be restarted: %s", ctx.id, exc)
+            ctx.status, ctx.error = "Error", f"Python could not be restarted: {exc}"
+            self._shutdown(ctx, forget=False)
+            return {"resultType": "error", "summary": "Python could not be restarted", "cause": str(exc)}
+
+    def _restart(self, ctx: Context) -> None:
+        """dbutils.library.restartPython(): a fresh process for the context's kernel, ready and attached to Spark.
+
+        The kernel manager stays (so cancel and destroy keep working on it); a destroy or cluster
+        stop while the process is replaced finds `restarting` set and leaves the stop to this method.
+        """
+        with ctx.lock:
+            if ctx.closed:
+                return
+            ctx.restarting = True
+        try:
+            env = None
+            launched = getattr(ctx.kernel, "_launch_args", None) or {}
+            if (launched.get("env") or {}).get(SPARE_ENV) == "1":
+                # A spare bound to its user: the new process starts bound (the user's variables in its
+                # environment, as a kernel started for a context), the same token.
+                if not ctx.token:
+                    raise RuntimeError("the context's token is unknown")
+                env = {k: v for k, v in launched["env"].items() if k != SPARE_ENV}
+                env.update(self.user_env(ctx.owner or self._owner(ctx.owner_id), ctx.token))
+            old, ctx.client = ctx.client, None
+            if old is not None:
+                old.stop_channels()
+            ctx.client = self.restart_kernel(ctx.kernel, env)
+            self._check(ctx, timeout=KERNEL_START_TIMEOUT)
+        finally:
+            with ctx.lock:
+                ctx.restarting = False
+                closed = ctx.closed
+            if closed:
+                self.stop_kernel(ctx.kernel, ctx.client, ctx.token_id)
+                ctx.token_id = None
+
+    def restart_kernel(self, km, env: dict | None = None):  # noqa: ANN001, ANN201
+        """Replace the process of a kernel started by _launch; returns a new client, ready.
+
+        The old process group is killed first (SIGKILL, as a destroy does, and waited for); the new
+        process gets the same command line, connection file (ports and key: a relay's sockets
+        reconnect by themselves), working folder and kernel log, and the same environment unless
+        `env` replaces it.
+        """
+        log_file = open(Path(km.connection_file).parent / "kernel.log", "ab")  # noqa: SIM115 - the kernel's
+        try:
+            extra = {"stdout": log_file, "stderr": subprocess.STDOUT}
+            if env is not None:
+                extra["env"] = env
+            km.restart_kernel(now=True, **extra)
+        finally:
+            log_file.close()
+        client = km.client()
+        try:
+            client.start_channels()
+            client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+        except BaseException:
+            client.stop_channels()
+            raise
+        return client
 
     def _mark_busy(self, ctx: Context, delta: int) -> None:
         """Tell the cluster a command runs (auto-termination); a store hiccup must not wedge the context."""
@@ -506,7 +603,7 @@ class ContextService:
                 output_hook=lambda msg: None)
             if reply["content"].get("status") != "ok":
                 raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
-            ctx.token_id = token_id
+            ctx.token_id, ctx.token = token_id, token
             return True
         except Exception as exc:  # noqa: BLE001 - the context starts a kernel of its own instead
             log.warning("context %s: the spare kernel could not be bound: %s", ctx.id, exc)
@@ -533,6 +630,10 @@ class ContextService:
             with self._lock:
                 self.contexts.pop(ctx.id, None)
         ctx.work.put(None)
+        with ctx.lock:
+            ctx.closed = True
+            if ctx.restarting:
+                return  # _restart stops the kernel once its new process is up
         try:
             self.stop_kernel(ctx.kernel, ctx.client, ctx.token_id)
             ctx.token_id = None

@@ -4,6 +4,10 @@ Used by the Jobs API (notebook tasks). ``NotebookRunner.start`` returns a ``RunH
 a thread starts a kernel with ContextService's launch code (the user's own short-lived token,
 widgets filled from the parameters), runs each cell, stops at the first failing cell or at
 ``dbutils.notebook.exit``, and records every cell's outputs in a copy of the notebook.
+
+A cell calling ``dbutils.library.restartPython()`` ends there (its note is its last output); the
+run then replaces the kernel's process (ContextService.restart_kernel: same environment, token,
+widgets, run id) and goes on with the next cell in the new one.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from brickyard.errors import invalid, not_found
 from brickyard.runtime.formats import Notebook
 from brickyard.runtime.magics import cell_code
 from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME
-from brickyard.services.contexts import strip_ansi
+from brickyard.services.contexts import KERNEL_START_TIMEOUT, strip_ansi, wants_restart
 from brickyard.services.users import Principal
 from brickyard.services.workspace import require_read
 
@@ -181,6 +185,8 @@ class NotebookRunner:
                 if exits:
                     exit_value = exits[-1]
                     break
+                if wants_restart(msgs):
+                    client = self._restart(handle, km, client, deadline)
         except Exception as exc:  # noqa: BLE001 - the run fails, the workspace goes on
             log.warning("notebook run %s failed to run: %s", handle.run_id, exc)
             state, error, trace = FAILED, f"The notebook run could not complete: {exc}", None
@@ -196,6 +202,25 @@ class NotebookRunner:
         with self._lock:
             self.runs.pop(handle.run_id, None)
         handle._done.set()  # noqa: SLF001
+
+    def _restart(self, handle: RunHandle, km, client, deadline: float | None):  # noqa: ANN001, ANN202
+        """dbutils.library.restartPython() ran: a fresh process for the run's kernel; returns its client."""
+        client.stop_channels()
+        client = self.contexts.restart_kernel(km)
+        timeout = KERNEL_START_TIMEOUT if deadline is None else max(1.0, min(KERNEL_START_TIMEOUT,
+                                                                           deadline - time.monotonic()))
+        try:
+            reply = client.execute_interactive("spark, dbutils", silent=True, store_history=False,
+                                               allow_stdin=False, timeout=timeout, output_hook=lambda msg: None)
+            if reply["content"].get("status") != "ok":
+                raise RuntimeError(f"Python could not be restarted: {reply['content'].get('ename')}: "
+                                   f"{reply['content'].get('evalue')}")
+        except BaseException:
+            client.stop_channels()  # the caller stops the kernel with the client it holds
+            raise
+        log.info("notebook run %s: Python restarted (kernel pid %s)", handle.run_id,
+                 getattr(getattr(km, "provisioner", None), "pid", None))
+        return client
 
     def _execute(self, handle: RunHandle, km, client, code: str, deadline: float | None,  # noqa: ANN001
                  silent: bool = False) -> tuple[str | None, list[dict], str | None, str | None]:
