@@ -18,9 +18,10 @@ kernel's namespace only, and serves that subtree:
   as before, random writes and mmap included.
 
 Reads go through ``dbfs/read`` in BLOCK-sized ranges, the last CACHE_BLOCKS blocks kept per open
-file. A file opened for writing is written to a local temporary file and uploaded whole (one
-streamed Files API PUT) when it is closed (flush) or fsync'ed; until then other readers see the
-old object. So, like DBFS FUSE on Databricks, an existing object cannot be changed in place:
+file, the next READAHEAD blocks asked for in parallel while a file is read in order. A file opened
+for writing is written to a local temporary file and uploaded whole (one streamed Files API PUT)
+when it is closed (flush) or fsync'ed; until then other readers see the old object. So, like
+DBFS FUSE on Databricks, an existing object cannot be changed in place:
 opening a non-empty file for writing without truncating it (append, "r+") fails with EOPNOTSUPP
 (errno 95, "Operation not supported"), as does truncating one to a size other than 0 or its own
 size. Writes into a file being written may come in any order (the temporary file takes them), so
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import errno
 import itertools
 import json
@@ -59,6 +61,7 @@ MOUNTPOINT = "/dbfs/mnt"
 DBFS_BASE = "/mnt"  # the DBFS path MOUNTPOINT serves
 BLOCK = 1 << 20  # dbfs/read's largest range
 CACHE_BLOCKS = 8
+READAHEAD = 4  # blocks asked for ahead of a sequential reader (in parallel)
 ATTR_TTL = 1.0
 READY_TIMEOUT = 10.0  # how long the kernel waits for the mount before going on without it
 PARENT_POLL = 1.0
@@ -108,7 +111,7 @@ def _stat_of(info: dict) -> Stat:
 class DbfsClient:
     """The few DBFS API calls the file system makes, with one bearer token (never logged)."""
 
-    def __init__(self, host: str, token: str, timeout: float = 300.0):
+    def __init__(self, host: str, token: str, timeout: float = 120.0):
         import urllib3
 
         self.host = host.rstrip("/")
@@ -193,10 +196,11 @@ class LocalFile:
 
 @dataclass(eq=False)
 class RemoteReader:
-    """A DBFS file opened for reading: ranged reads, the last CACHE_BLOCKS blocks kept."""
+    """A DBFS file opened for reading: ranged reads (futures of blocks), the last CACHE_BLOCKS blocks kept."""
     path: str  # DBFS path
     stat: Stat
     blocks: collections.OrderedDict = field(default_factory=collections.OrderedDict)
+    last: int = -1  # the block read last: the next one means a sequential read, worth reading ahead
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -206,7 +210,9 @@ class RemoteWriter:
     path: str  # DBFS path
     tmp: object  # a binary temporary file
     dirty: bool = True
+    wrote: bool = False  # written to (not only created or truncated)
     unlinked: bool = False
+    gen: int = 0  # its place among the writers of its path
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def size(self) -> int:
@@ -252,7 +258,10 @@ class DbfsFuse:
         self._attrs: dict[str, tuple[float, Stat]] = {}
         self._handles: dict[int, LocalFile | RemoteReader | RemoteWriter] = {}
         self._pending: dict[str, RemoteWriter] = {}  # DBFS path -> its newest open writer
+        self._writers: dict[str, list[int]] = {}  # DBFS path -> [newest writer's gen, open writers]
+        self._gens = itertools.count(1)
         self._ids = itertools.count(1)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, READAHEAD), thread_name_prefix="dbfs-read")
 
     # -- paths ---------------------------------------------------------------------------------
     @staticmethod
@@ -327,6 +336,10 @@ class DbfsFuse:
             self._handles[fh] = h
             if isinstance(h, RemoteWriter):
                 self._pending[h.path] = h
+                h.gen = next(self._gens)
+                self._writers.setdefault(h.path, [0, 0])
+                self._writers[h.path][0] = h.gen
+                self._writers[h.path][1] += 1
         return fh
 
     # -- metadata ---------------------------------------------------------------------------------
@@ -500,17 +513,26 @@ class DbfsFuse:
         return b"".join(out)
 
     def _block(self, h: RemoteReader, index: int) -> bytes:
+        """Block `index` of the file; a sequential reader gets the next READAHEAD blocks asked for meanwhile."""
         with h.lock:
-            block = h.blocks.get(index)
-            if block is not None:
-                h.blocks.move_to_end(index)
-                return block
-        block = self.client.read(h.path, index * BLOCK, BLOCK)
-        with h.lock:
-            h.blocks[index] = block
+            wanted = [index]
+            if index in (h.last, h.last + 1):
+                wanted += [i for i in range(index + 1, index + 1 + READAHEAD) if i * BLOCK < h.stat.size]
+            h.last = index
+            for i in wanted:
+                if i not in h.blocks:
+                    h.blocks[i] = self._pool.submit(self.client.read, h.path, i * BLOCK, BLOCK)
+            future = h.blocks[index]
+            h.blocks.move_to_end(index)
             while len(h.blocks) > CACHE_BLOCKS:
-                h.blocks.popitem(last=False)
-        return block
+                h.blocks.popitem(last=False)[1].cancel()
+        try:
+            return future.result()
+        except BaseException:
+            with h.lock:
+                if h.blocks.get(index) is future:
+                    del h.blocks[index]  # asked again next time
+            raise
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         h = self._handle(fh)
@@ -520,7 +542,7 @@ class DbfsFuse:
             raise fs_error(errno.EBADF)
         with h.lock:
             written = os.pwrite(h.tmp.fileno(), data, offset)
-            h.dirty = True
+            h.dirty = h.wrote = True
         return written
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
@@ -538,6 +560,7 @@ class DbfsFuse:
             with h.lock:
                 os.ftruncate(h.tmp.fileno(), length)
                 h.dirty = True
+                h.wrote = h.wrote or length > 0
             return 0
         if h is not None:
             raise fs_error(errno.EBADF)
@@ -555,8 +578,15 @@ class DbfsFuse:
         return 0
 
     def _upload(self, h: RemoteWriter) -> None:
+        with self._lock:
+            superseded = h.gen < self._writers.get(h.path, [0])[0]
         with h.lock:
             if not h.dirty or h.unlinked:
+                return
+            if superseded and not h.wrote:
+                # Opened (created, truncated) and left empty while a newer open of the path wrote it: keep
+                # that. (pandas creates a file, then pyarrow opens it again and writes the Parquet data.)
+                h.dirty = False
                 return
             h.tmp.flush()
             self.client.upload(h.path, h.tmp, h.size())
@@ -584,6 +614,11 @@ class DbfsFuse:
                 del self._pending[h.path]
         if isinstance(h, LocalFile):
             os.close(h.fd)
+        elif isinstance(h, RemoteReader):
+            with h.lock:
+                for future in h.blocks.values():
+                    future.cancel()
+                h.blocks.clear()
         elif isinstance(h, RemoteWriter):
             try:
                 self._upload(h)  # normally done by flush already
@@ -591,6 +626,12 @@ class DbfsFuse:
                 log.warning("could not upload %s when it was closed: %s", h.path, exc)
             finally:
                 h.tmp.close()
+                with self._lock:
+                    writers = self._writers.get(h.path)
+                    if writers is not None:
+                        writers[1] -= 1
+                        if writers[1] <= 0:
+                            del self._writers[h.path]
         return 0
 
     def unlink(self, path: str) -> int:
