@@ -253,3 +253,54 @@ def test_notebook_job_goes_on_in_the_restarted_process(w, cluster_id, unique):
                      "widget": "kept", "count": 7}
     assert not pid_alive(state["old_pid"])
     w.dbfs.delete(marker, recursive=True)
+
+
+def test_restart_python_in_a_jupyter_kernel_keeps_the_frontend_connected(server, cluster_id, unique, tmp_path):
+    """The kernelspec's stand-in (what JupyterLab, VS Code, nbclient start) over the relay: the cell ends with the
+    note, the next cell (sent at once) runs in a new process of the same remote kernel, the connection stays."""
+    import subprocess
+    import sys
+
+    from jupyter_client.manager import start_new_kernel
+
+    user = unique("restart-lab")
+    _, token = server.new_user(user)
+    data_dir = tmp_path / "jupyter"
+    env = {**os.environ, "DATABRICKS_TOKEN": token}
+    env.pop("DATABRICKS_HOST", None)
+    subprocess.run([sys.executable, "-m", "brickyard.cli", "jupyter", "--host", server.url, "--kernelspecs-only",
+                    "--data-dir", str(data_dir), "--cluster", cluster_id], env=env, check=True, timeout=120,
+                   capture_output=True)
+    os.environ["JUPYTER_PATH"] = str(data_dir)
+    try:
+        km, kc = start_new_kernel(kernel_name=f"brickyard-{cluster_id}", startup_timeout=120)
+    finally:
+        del os.environ["JUPYTER_PATH"]
+    kernels = server.workspace.services["kernels"]
+
+    def run_cell(code):
+        msgs = []
+        reply = kc.execute_interactive(code, timeout=120, output_hook=msgs.append)
+        out = "".join(m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+        out += "".join(m["content"]["data"].get("text/plain", "") for m in msgs
+                       if m["msg_type"] in ("display_data", "execute_result"))
+        return reply["content"], out
+
+    try:
+        content, out = run_cell("import os\nx = 1\nprint(os.getpid())")
+        old_pid = int(out)
+        remote = [k for k in kernels.kernels.values() if k.owner.user_name == user]
+        assert len(remote) == 1 and remote[0].km.provisioner.pid == old_pid
+        content, out = run_cell("dbutils.library.restartPython()\nprint('after the call')")
+        assert content["status"] == "ok" and out == RESTART_NOTE
+        # Sent at once: the relay holds it until the new process is up.
+        content, out = run_cell("print('x' in globals())")
+        assert content["status"] == "ok" and out == "False\n"
+        content, out = run_cell("import os\nprint(os.getpid(), spark.range(5).count(), os.environ['BRICKYARD_USER'])")
+        new_pid, count, who = out.split()
+        assert int(new_pid) != old_pid and count == "5" and who == user and not pid_alive(old_pid)
+        assert remote[0].state == "RUNNING" and remote[0].km.provisioner.pid == int(new_pid)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    wait_for(lambda: remote[0].state == "TERMINATED" and not pid_alive(int(new_pid)), what="the kernel to end")

@@ -4,6 +4,12 @@ A kernel is started as its user (a short-lived token of theirs, the cluster's ru
 same launch code as execution contexts, and lives on the workspace host bound to loopback. It is
 in memory only, like execution contexts: it ends when its frontend detaches (the relay closes),
 when it is deleted, when its cluster stops, or when nobody attaches within ATTACH_TIMEOUT_SECONDS.
+
+dbutils.library.restartPython() in a cell: once that cell is over, the relay asks ``restart_python``
+to replace the kernel's process in place (same ports, key, environment, user and token), so the
+relay's sockets reconnect by themselves and the frontend keeps its connection: the next cell runs
+in a fresh Python, as on Databricks. (JupyterLab's own Kernel > Restart restarts the local stand-in,
+which ends this kernel and starts a new one: the same result, with a new kernel id.)
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ class RemoteKernel:
     attached: bool = False
     timer: threading.Timer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    restarting: bool = False  # restartPython: its process is being replaced (guarded by lock)
+    restart: object = field(default=None, repr=False)  # restart_python bound to this kernel, for the relay
 
     def connection(self) -> dict:
         """The kernel's ZMQ ports and key (workspace side only; never sent to clients)."""
@@ -71,6 +79,7 @@ class KernelService:
                                                   "start it first.")
         self.clusters.check_attach(caller, cluster_id)
         kernel = RemoteKernel(id=uuid.uuid4().hex, cluster_id=cluster_id, owner=caller, notebook_path=notebook_path)
+        kernel.restart = lambda: self.restart_python(kernel)
         with self._lock:
             self._forget_ended()
             self.kernels[kernel.id] = kernel
@@ -115,6 +124,30 @@ class KernelService:
         """The frontend went away: the kernel goes with it (a restart starts a new one)."""
         self._end(kernel, why)
 
+    def restart_python(self, kernel: RemoteKernel) -> None:
+        """dbutils.library.restartPython() ended a cell: a fresh process for the kernel, in place.
+
+        A kernel ended meanwhile (deleted, detached, cluster stopped) is stopped here once its new
+        process is up; one that cannot restart ends with the reason.
+        """
+        with kernel.lock:
+            if kernel.state != RUNNING or kernel.restarting or kernel.km is None:
+                return
+            kernel.restarting = True
+        failed = None
+        try:
+            self.contexts.restart_kernel(kernel.km).stop_channels()  # the relay has its own sockets
+        except Exception as exc:  # noqa: BLE001 - reported through kernels/get
+            log.warning("kernel %s: Python could not be restarted: %s", kernel.id, exc)
+            failed = f"Python could not be restarted: {exc}"
+        with kernel.lock:
+            kernel.restarting = False
+            ended = kernel.state != RUNNING
+        if failed:
+            self._end(kernel, failed)
+        elif ended:
+            self._stop(kernel)
+
     # ---- internals -----------------------------------------------------------------------
     def _visible(self, caller: Principal, kernel_id: object) -> RemoteKernel:
         kernel = self.kernels.get(kernel_id) if isinstance(kernel_id, str) else None
@@ -156,6 +189,8 @@ class KernelService:
                 kernel.timer.cancel()
             if kernel.km is None:
                 return  # still starting: _start stops it when the launch returns
+            if kernel.restarting:
+                return  # restart_python stops it once the new process is up
         self._stop(kernel)
 
     def _stop(self, kernel: RemoteKernel) -> None:

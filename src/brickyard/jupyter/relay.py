@@ -11,6 +11,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 
 from brickyard.jupyter import wire
+from brickyard.runtime.mime import RESTART_PYTHON_MIME
 
 log = logging.getLogger(__name__)
 ALIVE_CHECK_SECONDS = 1.0
@@ -47,6 +48,47 @@ class BusyTracker:
             await self._mark(-1)
 
 
+class RestartWatch:
+    """Spots dbutils.library.restartPython() in a cell's output; due once that cell's reply and idle went by.
+
+    The process is replaced only then, so the frontend gets the whole cell (note, reply, idle) first;
+    from the note on, the relay holds the frontend's shell messages until the new process
+    is there (the next cell must not reach the old one).
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, set[str]] = {}  # execute msg_id -> what of its end was seen
+
+    def observe(self, channel: str, frames: list[bytes]) -> bool:
+        """True when the restart is due now."""
+        at = frames.index(wire.DELIM)
+        if channel == "iopub" and RESTART_PYTHON_MIME.encode() in frames[at + 4]:
+            try:
+                header, parent, content = (json.loads(frames[at + i]) for i in (1, 2, 4))
+            except ValueError:
+                return False
+            if header.get("msg_type") == "display_data" and RESTART_PYTHON_MIME in (content.get("data") or {}):
+                self.pending.setdefault(parent.get("msg_id", ""), set())
+            return False
+        if not self.pending or channel not in ("iopub", "shell"):
+            return False
+        try:
+            header, parent = json.loads(frames[at + 1]), json.loads(frames[at + 2])
+            seen = self.pending.get(parent.get("msg_id", ""))
+            if seen is None:
+                return False
+            if channel == "shell" and header.get("msg_type") == "execute_reply":
+                seen.add("reply")
+            elif header.get("msg_type") == "status" and json.loads(frames[at + 4]).get("execution_state") == "idle":
+                seen.add("idle")
+        except (ValueError, AttributeError):
+            return False
+        if seen >= {"reply", "idle"}:
+            del self.pending[parent["msg_id"]]
+            return True
+        return False
+
+
 async def relay(websocket, kernel, clusters) -> str:  # noqa: ANN001
     """Carry messages until either side ends; returns why it ended."""
     info = kernel.connection()
@@ -65,6 +107,16 @@ async def relay(websocket, kernel, clusters) -> str:  # noqa: ANN001
         socks[channel] = sock
     names = {sock: channel for channel, sock in socks.items()}
     busy = BusyTracker(clusters, kernel.cluster_id)
+    restarts = RestartWatch()
+    background: set[asyncio.Task] = set()
+    gate = asyncio.Event()  # clear from a restartPython() request until its new process is up
+    gate.set()
+    can_restart = getattr(kernel, "restart", None) is not None
+
+    def restarted(task: asyncio.Task) -> None:
+        background.discard(task)
+        if not restarts.pending:
+            gate.set()
 
     async def downstream() -> str:
         poller = zmq.asyncio.Poller()
@@ -81,6 +133,14 @@ async def relay(websocket, kernel, clusters) -> str:  # noqa: ANN001
                 if names[sock] == "iopub":
                     await busy.observe(frames)
                 await websocket.send_bytes(wire.pack(names[sock], frames))
+                due = restarts.observe(names[sock], frames)
+                if can_restart and restarts.pending:
+                    gate.clear()
+                if due and can_restart:
+                    gate.clear()
+                    task = asyncio.ensure_future(asyncio.to_thread(kernel.restart))
+                    background.add(task)  # kept referenced until done
+                    task.add_done_callback(restarted)
 
     async def upstream() -> str:
         while True:
@@ -94,12 +154,14 @@ async def relay(websocket, kernel, clusters) -> str:  # noqa: ANN001
                 channel, frames = wire.unpack(data)
                 if channel == "iopub":
                     continue
+                if channel == "shell":  # control stays open: an interrupt must always get through
+                    await gate.wait()
                 await socks[channel].send_multipart(wire.sign(frames, session))
             except wire.WireError as exc:
                 log.warning("frontend of kernel %s sent a bad message: %s", kernel.id, exc)
 
     async def watch() -> str:
-        while kernel.alive() and kernel.state == "RUNNING":
+        while (kernel.alive() or getattr(kernel, "restarting", False)) and kernel.state == "RUNNING":
             await asyncio.sleep(ALIVE_CHECK_SECONDS)
         return "The kernel exited." if kernel.state == "RUNNING" else kernel.state_message
 
