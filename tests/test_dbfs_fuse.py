@@ -97,6 +97,9 @@ with open(P + "/out.txt", "w") as f:
     f.write("written through FUSE\\n")
     f.write("second line\\n")
 out["exists"] = [os.path.exists(P + "/out.txt"), os.path.exists(P + "/nope.txt"), os.path.isdir(P + "/dir")]
+with open(P + "/dir/y.txt", "w") as f:  # an existing object is replaced whole
+    f.write("replaced")
+out["replaced"] = open(P + "/dir/y.txt").read()
 out["size"] = os.path.getsize(P + "/out.txt")
 try:
     open(P + "/nope.txt")
@@ -158,7 +161,7 @@ shutil.move(P + "/made", P + "/moved")
 out["moved"] = [sorted(os.listdir(P + "/moved")), os.path.exists(P + "/made")]
 # Other processes of the namespace (%sh) see it too.
 import subprocess
-out["sh"] = subprocess.run(["cat", P + "/dir/y.txt"], capture_output=True, text=True).stdout
+out["sh"] = subprocess.run(["cat", P + "/in.csv"], capture_output=True, text=True).stdout
 # A mount made after the file system started is there at once (nothing is listed ahead).
 r = requests.post(os.environ["BRICKYARD_HOST"] + "/api/2.0/brickyard/mounts/create",
                   headers={"Authorization": "Bearer " + os.environ["BRICKYARD_TOKEN"]},
@@ -221,7 +224,9 @@ def test_fuse_serves_an_s3_mount_to_local_file_apis(server, fuse_usable, unique,
     assert out["after_rmdir"] == ["renamed.csv"]
     assert out["zip"] == "zipped"
     assert out["rename_dir"] == 18 and out["moved"] == [["renamed.csv"], False]  # EXDEV
-    assert out["sh"] == "from boto3"
+    assert out["sh"] == "a,b\n1,2\n3,4\n"
+    assert out["replaced"] == "replaced"
+    assert client.get_object(Bucket=bucket, Key="base/dir/y.txt")["Body"].read() == b"replaced"
     assert out["late_mount"] == 200 and out["late"] == "mounted later" and out["late_top"] is True
     assert out["local"] == ["012xyz6789", ["local.txt", "t.csv"], 2]
     assert (tmp_path / "local.txt").read_text() == "012xyz6789"
