@@ -304,3 +304,22 @@ def test_restart_python_in_a_jupyter_kernel_keeps_the_frontend_connected(server,
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     wait_for(lambda: remote[0].state == "TERMINATED" and not pid_alive(int(new_pid)), what="the kernel to end")
+
+
+def test_restart_python_in_a_child_notebook_restarts_the_kernel(w, cluster_id, unique):
+    """A notebook run with dbutils.notebook.run runs in the caller's kernel (its output hidden): its
+    restartPython() restarts that process and ends the calling command, which shows the note."""
+    child = f"/Shared/jobs/{unique('restart-child')}"
+    w.workspace.mkdirs(child.rsplit("/", 1)[0])
+    source = "# Databricks notebook source\nprint('in the child')\ndbutils.library.restartPython()\n"
+    w.workspace.import_(child, content=base64.b64encode(source.encode()).decode(), format=ImportFormat.SOURCE,
+                        language=Language.PYTHON, overwrite=True)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
+    try:
+        old_pid = int(text(w, cluster_id, ctx.id, "import os\nx = 1\nprint(os.getpid())"))
+        assert text(w, cluster_id, ctx.id, f"dbutils.notebook.run({child!r}, 60)\nprint('after')") == NOTE
+        assert text(w, cluster_id, ctx.id, "print('x' in globals())") == "False"
+        assert int(text(w, cluster_id, ctx.id, "import os\nprint(os.getpid())")) != old_pid
+        assert not pid_alive(old_pid)
+    finally:
+        w.command_execution.destroy(cluster_id, ctx.id)

@@ -666,7 +666,7 @@ def task_run_id(run_id: str | None) -> int | None:
 
 
 class RestartPython(BaseException):  # noqa: N818 - a control-flow signal, not an error
-    """Raised by dbutils.library.restartPython() once the restart is asked for: the rest of the cell is skipped."""
+    """Raised by dbutils.library.restartPython(): the rest of the cell is skipped, then Python restarts."""
 
 
 RESTART_NOTE = "Restarting Python: variables and imports are cleared; spark, dbutils and widgets are set up again."
@@ -678,33 +678,30 @@ class LibraryUtils:
     def restartPython(self) -> None:  # noqa: N802 - Databricks' name
         """Restart this notebook's Python process (after a %pip install that upgraded an imported package).
 
-        How the request travels: the kernel publishes one display_data output carrying
-        RESTART_PYTHON_MIME (plus a text note for the notebook), then raises RestartPython, which
-        ends the cell (the code after the call does not run; the cell's reply is "ok", it is no
-        error). The workspace end that runs the cell (ContextService for the Command Execution API,
-        NotebookRunner for jobs, the kernel relay for JupyterLab) reads that output in the cell's
-        own IOPub stream and, once the cell is over, replaces the process: same context or run,
+        How the request travels: this raises RestartPython, which ends the cell (the code after the
+        call does not run); the kernel's handler for it (kernel_init._on_exit) publishes one
+        display_data output carrying RESTART_PYTHON_MIME plus a text note for the notebook, and the
+        cell's reply is "ok" (it is no error). The workspace end that runs the cell (ContextService
+        for the Command Execution API, NotebookRunner for jobs, the kernel relay for JupyterLab)
+        reads that output in the cell's own IOPub stream and, once the cell is over, replaces the
+        process: same context or run,
         user, token, widgets, cluster. A message in the output stream rather than a REST call
         because it arrives in order with the cell's other outputs, on the thread that already
         runs that kernel's cells: the restart happens exactly between this cell and the next, with
         no second channel to authenticate, to map to a context or to race with queued commands.
 
-        Catching RestartPython does not cancel the restart (it is asked for before the raise).
-        Outside a notebook kernel there is no process to restart: import caches are refreshed.
+        The request is published by the cell, not here, so that it also comes out of a notebook run
+        with dbutils.notebook.run (whose own output is not shown): such a child runs in this kernel,
+        so the whole process restarts and the calling cell ends. Catching RestartPython cancels the
+        restart. Outside a notebook kernel there is no process to restart: import caches are refreshed.
         """
         import importlib
 
         importlib.invalidate_caches()
-        shell = _ipython_kernel_shell()
-        if shell is None:
+        if _ipython_kernel_shell() is None:
             print("Note: not in a notebook kernel, Python is not restarted; packages installed with %pip are "
                   "importable now.")
             return
-        from IPython.display import display
-
-        from brickyard.runtime.mime import RESTART_PYTHON_MIME
-
-        display({RESTART_PYTHON_MIME: {"pid": os.getpid()}, "text/plain": RESTART_NOTE}, raw=True)
         raise RestartPython()
 
     def help(self, method: str | None = None) -> None:  # noqa: ARG002

@@ -231,11 +231,15 @@ def _setup_frame():  # noqa: ANN202
 def _on_exit(shell, etype, value, tb, tb_offset=None):  # noqa: ANN001, ANN202, ARG001
     """dbutils.notebook.exit(value): publish the value; the runner ends the notebook with success.
 
-    dbutils.library.restartPython() ends its cell the same way (it published its request already).
+    dbutils.library.restartPython() ends its cell the same way; the cell publishes the restart request
+    (RESTART_PYTHON_MIME), which the workspace acts on once the cell is over.
     """
     from IPython.display import display as _ipy_display
 
     if isinstance(value, _dbutils_mod.RestartPython):
+        from brickyard.runtime.mime import RESTART_PYTHON_MIME
+
+        _ipy_display({RESTART_PYTHON_MIME: {"pid": _os.getpid()}, "text/plain": _dbutils_mod.RESTART_NOTE}, raw=True)
         return
     _ipy_display({_EXIT_MIME: {"value": value.value}, "text/plain": f"Notebook exited: {value.value}"}, raw=True)
 
