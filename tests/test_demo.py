@@ -129,7 +129,13 @@ def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path):
         pytest.fail("".join(lines))
     assert _processes_under(base), "the running cluster should have processes under the demo's home"
     proc.terminate()
-    out = "".join(lines) + proc.communicate(timeout=180)[0]
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Interrupted"):
+            proc.terminate()  # a second SIGTERM during the clean-up does not cut it short
+            break
+    out = "".join(lines) + proc.stdout.read()  # (the iterator's read-ahead buffer is in the file object)
+    proc.wait(timeout=180)
     assert proc.returncode == 130, out
     assert "Interrupted: stopping." in out and "Stopping the workspace" in out
     deadline = time.monotonic() + 30

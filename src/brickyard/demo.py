@@ -455,6 +455,10 @@ class Demo:
                 with self.report.step(name, self.outcome):
                     fn()
         except KeyboardInterrupt:
+            # A second Ctrl-C or SIGTERM must not cut the clean-up short (it would leave processes behind).
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(sig, signal.SIG_IGN)
             say("\nInterrupted: stopping.")
             if self.base is not None:
                 say(f"(files of this demo: {self.base})")
