@@ -374,9 +374,10 @@ class DbfsFuse:
                 entries = []  # no dbfs:/mnt yet
             else:
                 raise
-        if len(entries) == 1 and not entries[0][1].is_dir and self._stat(target) is not None \
-                and not self._stat(target).is_dir:
-            raise fs_error(errno.ENOTDIR)  # the list of a file is the file itself
+        if len(entries) == 1 and not entries[0][1].is_dir:  # the list of a file is the file itself
+            st = self._stat(target)
+            if st is not None and not st.is_dir:
+                raise fs_error(errno.ENOTDIR)
         names = []
         for name, st in entries:
             self._remember(f"{target}/{name}", st)
@@ -418,16 +419,21 @@ class DbfsFuse:
         target = self.dbfs(path)
         if self._stat(target, fresh=True) is not None:
             raise fs_error(errno.EEXIST)
-        parent = target.rsplit("/", 1)[0]
-        if parent != DBFS_BASE and self.local(path.rsplit("/", 1)[0] or "/") is None:
-            parent_st = self._stat(parent)
-            if parent_st is None:
-                raise fs_error(errno.ENOENT)
-            if not parent_st.is_dir:
-                raise fs_error(errno.ENOTDIR)
+        self._check_parent(target)
         self.client.mkdirs(target)
         self._forget(target)
         return 0
+
+    def _check_parent(self, target: str) -> None:
+        """The folder that is to hold target exists (DBFS itself would make it, as object stores do)."""
+        parent = target.rsplit("/", 1)[0]
+        if parent == DBFS_BASE:
+            return
+        st = self._stat(parent)
+        if st is None:
+            raise fs_error(errno.ENOTDIR if self._pending_writer(parent) else errno.ENOENT)
+        if not st.is_dir:
+            raise fs_error(errno.ENOTDIR)
 
     def rmdir(self, path: str) -> int:
         local = self.local(path)
@@ -473,13 +479,7 @@ class DbfsFuse:
         if local is not None:
             return self._new_handle(LocalFile(os.open(local, flags | os.O_CREAT, mode & 0o7777)))
         target = self.dbfs(path)
-        parent = target.rsplit("/", 1)[0]
-        if parent != DBFS_BASE and self._pending_writer(parent) is None:
-            parent_st = self._stat(parent)
-            if parent_st is None:
-                raise fs_error(errno.ENOENT)
-            if not parent_st.is_dir:
-                raise fs_error(errno.ENOTDIR)
+        self._check_parent(target)
         fh = self._new_handle(RemoteWriter(target, self._tempfile(), dirty=True))
         self._forget(target)
         return fh
