@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import mimetypes
 from datetime import datetime, timezone
+from email.utils import formatdate
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from brickyard.api.dbfs import receive_into
 from brickyard.api.deps import Body, CurrentUser, WorkspaceDep, opt_bool, opt_int, opt_str, query_or_body, req_str
 from brickyard.errors import invalid, not_found
-from brickyard.services.dbfs import SIGNED_ROUTE, SignedUrlRejected
+from brickyard.services.dbfs import SIGNED_ROUTE, ObjectFile, SignedUrlRejected
 from brickyard.storage.dbfs import normalize
 
 router = APIRouter(tags=["files"])
@@ -47,9 +49,46 @@ def _expire_epoch(value: object) -> int | None:
 # -- files -----------------------------------------------------------------------------------
 @router.head("/api/2.0/fs/files/{path:path}", include_in_schema=False)
 @router.get("/api/2.0/fs/files/{path:path}")
-def download_file(path: str, me: CurrentUser, ws: WorkspaceDep) -> FileResponse:
-    """Raw bytes; Range requests and HEAD (content-length, last-modified) come with FileResponse."""
-    return FileResponse(ws.services["dbfs"].local_files_file("/" + path), media_type=OCTETS)
+def download_file(path: str, request: Request, me: CurrentUser, ws: WorkspaceDep) -> Response:
+    """Raw bytes; Range requests and HEAD (content-length, last-modified) come with FileResponse for local
+    files, and are answered alike for files on object-store mounts (streamed from the store)."""
+    target = ws.services["dbfs"].files_download("/" + path)
+    if isinstance(target, ObjectFile):
+        return _object_response(request, target)
+    return FileResponse(target, media_type=OCTETS)
+
+
+def _object_response(request: Request, obj: ObjectFile) -> Response:
+    """A file on an object-store mount, as FileResponse answers for a local one: one byte range (206 with
+    Content-Range; 416 past the end; 400 for a malformed Range), or the whole file; HEAD sends no body."""
+    size = obj.stat.size
+    modified = formatdate(obj.stat.mtime_ms / 1000, usegmt=True)
+    headers = {"accept-ranges": "bytes", "last-modified": modified}
+    status, start, end = 200, 0, size
+    wanted, if_range = request.headers.get("range"), request.headers.get("if-range")
+    if wanted is not None and (if_range is None or if_range == modified):
+        try:
+            # Starlette's own parser, so that both kinds of file accept and refuse the same Range headers.
+            ranges = FileResponse._parse_range_header(wanted, size)
+        except MalformedRangeHeader as exc:
+            return PlainTextResponse(exc.content, status_code=400)
+        except RangeNotSatisfiable:
+            return PlainTextResponse("", status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if len(ranges) == 1:  # several ranges: the whole file (a server may ignore Range)
+            status, (start, end) = 206, ranges[0]
+            headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["content-length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=OCTETS)
+    chunks = obj.chunks(start, end)
+    first = next(chunks, b"")  # the store's request is made here: its error is answered as an API error
+    return StreamingResponse(_chain(first, chunks), status_code=status, headers=headers, media_type=OCTETS)
+
+
+def _chain(first: bytes, rest):  # noqa: ANN001, ANN202
+    if first:
+        yield first
+    yield from rest
 
 
 @router.put("/api/2.0/fs/files/{path:path}")

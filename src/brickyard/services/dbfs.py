@@ -6,6 +6,7 @@ import binascii
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -13,6 +14,7 @@ from urllib.parse import quote, urlencode
 from brickyard.errors import BrickyardError, invalid
 from brickyard.services.users import Principal
 from brickyard.storage.dbfs import AtomicFile, DbfsStorage, FileStat, files_api_to_dbfs, normalize
+from brickyard.storage.objects import ObjectStore
 
 MAX_BLOCK_BYTES = 1 << 20
 MAX_READ_BYTES = 1 << 20
@@ -40,6 +42,22 @@ class _Handle:
     writer: AtomicFile
     last_used: float
     lock: threading.Lock
+
+
+# Pieces in which a file on an object-store mount is streamed out by the Files API.
+STREAM_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """A file on an object-store mount, as the Files API serves it: its status and ranged streams of it."""
+    stat: FileStat
+    store: ObjectStore
+    rel: str
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        """Bytes start..end-1, read from the store as they are sent (one ranged request)."""
+        return self.store.stream(self.rel, start, end - start, STREAM_CHUNK)
 
 
 def files_not_found(path: str, kind: str = "file") -> BrickyardError:
@@ -173,6 +191,15 @@ class DbfsService:
     def local_files_file(self, files_path: str) -> Path:
         """The local path of an existing file named by a Files API path."""
         return self.storage.local(self.file_stat(files_path).path)
+
+    def files_download(self, files_path: str) -> Path | ObjectFile:
+        """What a Files API download of an existing file reads: its local path, or the object behind it on an
+        object-store mount (served from the store in ranges, never staged whole)."""
+        info = self.file_stat(files_path)
+        hit = self.storage.mount_of(info.path)
+        if hit is not None and hit[0].store is not None:
+            return ObjectFile(info, hit[0].store, hit[1])
+        return self.storage.local(info.path)
 
     def directory_stat(self, files_path: str) -> FileStat:
         try:

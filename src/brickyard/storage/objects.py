@@ -9,7 +9,7 @@ cluster writes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,19 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, rel: str, recursive: bool) -> bool:
         """Delete a file, or a directory tree when recursive; False when nothing was there."""
+
+    def stream(self, rel: str, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """Up to length bytes from offset, in pieces of at most about `chunk` bytes (never all in memory).
+
+        Built on read here; the stores override it with one ranged request whose body is read as it comes.
+        """
+        end = offset + length
+        while offset < end:
+            block = self.read(rel, offset, min(chunk, end - offset))
+            if not block:
+                return
+            yield block
+            offset += len(block)
 
     def download(self, rel: str, local: Path) -> None:
         """Copy rel into a local file (built on read)."""
@@ -169,6 +182,24 @@ class S3Store(ObjectStore):
             if getattr(exc, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
                 return b""  # reading at or past the end
             raise _io_error(exc, f"Cannot read s3a://{self.bucket}/{self._key(rel)}") from None
+
+    def stream(self, rel: str, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        key = self._key(rel)
+        try:
+            body = self.client().get_object(Bucket=self.bucket, Key=key,
+                                            Range=f"bytes={offset}-{offset + length - 1}")["Body"]
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
+                return  # at or past the end
+            raise _io_error(exc, f"Cannot read s3a://{self.bucket}/{key}") from None
+        try:
+            yield from body.iter_chunks(chunk)
+        except Exception as exc:  # noqa: BLE001
+            raise _io_error(exc, f"Cannot read s3a://{self.bucket}/{key}") from None
+        finally:
+            body.close()
 
     def upload(self, rel: str, local: Path) -> None:
         try:
@@ -384,6 +415,22 @@ class AzureBlobStore(ObjectStore):
         except Exception as exc:  # noqa: BLE001
             if _az_status(exc) == 416:
                 return b""  # reading at or past the end
+            raise _az_error(exc, f"Cannot read {self._where(key)}") from None
+
+    def stream(self, rel: str, offset: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        if length <= 0:
+            return
+        key = self._key(rel)
+        try:
+            downloader = self.client().download_blob(key, offset=offset, length=length, max_concurrency=1)
+            for piece in downloader.chunks():
+                for i in range(0, len(piece), chunk):
+                    yield piece[i:i + chunk]
+        except BrickyardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if _az_status(exc) == 416:
+                return  # at or past the end
             raise _az_error(exc, f"Cannot read {self._where(key)}") from None
 
     def upload(self, rel: str, local: Path) -> None:
