@@ -17,8 +17,11 @@ kernel's namespace only, and serves that subtree:
   folder, looked up through a descriptor opened before mounting): every file operation works there
   as before, random writes and mmap included.
 
-Reads go through ``dbfs/read`` in BLOCK-sized ranges, the last CACHE_BLOCKS blocks kept per open
-file, the next READAHEAD blocks asked for in parallel while a file is read in order. A file opened
+Reads go in BLOCK-sized (4 MiB) ranges through the Files API (``GET /api/2.0/fs/files/<path>``
+with ``Range: bytes=a-b``: raw bytes the workspace streams from the store), the last CACHE_BLOCKS
+blocks kept per open file, the next READAHEAD blocks asked for in parallel while a file is read in
+order. A workspace that does not serve ranges of object-store files that way (404, 501, or 400
+"no local path") is read through ``dbfs/read`` instead (1 MiB of base64 per request), from then on. A file opened
 for writing is written to a local temporary file and uploaded whole (one streamed Files API PUT)
 when it is closed (flush) or fsync'ed; until then other readers see the old object. So, like
 DBFS FUSE on Databricks, an existing object cannot be changed in place:
@@ -59,13 +62,15 @@ log = logging.getLogger("brickyard.dbfs_fuse")
 
 MOUNTPOINT = "/dbfs/mnt"
 DBFS_BASE = "/mnt"  # the DBFS path MOUNTPOINT serves
-BLOCK = 1 << 20  # dbfs/read's largest range
+BLOCK = 4 << 20  # the unit of reads (and of the cache)
+DBFS_READ_MAX = 1 << 20  # dbfs/read's largest range
 CACHE_BLOCKS = 8
 READAHEAD = 4  # blocks asked for ahead of a sequential reader (in parallel)
 ATTR_TTL = 1.0
 READY_TIMEOUT = 10.0  # how long the kernel waits for the mount before going on without it
 PARENT_POLL = 1.0
 DISABLE_ENV = "BRICKYARD_DBFS_FUSE"  # "0" turns it off
+RANGES_ENV = "BRICKYARD_DBFS_FUSE_RANGES"  # "0": read through dbfs/read only (as before ranged Files API reads)
 LOG_PREFIX = "brickyard dbfs-fuse: "
 
 ERRNO_OF_CODE = {
@@ -120,9 +125,11 @@ class DbfsClient:
             num_pools=2, maxsize=16, block=False,
             retries=urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2),
             timeout=urllib3.Timeout(connect=10.0, read=timeout))
+        # Ranged reads through the Files API until the workspace shows it has none for object stores.
+        self.ranged = os.environ.get(RANGES_ENV, "").strip() != "0"
 
-    def _call(self, method: str, endpoint: str, params: dict | None = None, body: dict | None = None,
-              raw=None, headers: dict | None = None) -> dict:  # noqa: ANN001
+    def _request(self, method: str, endpoint: str, params: dict | None = None, body: dict | None = None,
+                 raw=None, headers: dict | None = None):  # noqa: ANN001, ANN202
         url = self.host + endpoint
         if params:
             url += "?" + urlencode(params)
@@ -132,20 +139,29 @@ class DbfsClient:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         try:
-            resp = self._http.request(method, url, body=data, headers=hdrs, preload_content=True)
+            return self._http.request(method, url, body=data, headers=hdrs, preload_content=True)
         except Exception as exc:  # noqa: BLE001 - urllib3 raises many kinds; never quote the request
             raise ApiError(errno.EIO, "IO_ERROR", f"the workspace did not answer: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _error(resp) -> ApiError:  # noqa: ANN001
         text = resp.data
+        try:
+            err = json.loads(text)
+            code, message = str(err.get("error_code") or ""), str(err.get("message") or "")
+        except (ValueError, AttributeError):
+            code, message = "", text[:200].decode("utf-8", "replace")
+        number = ERRNO_OF_CODE.get(code) or ERRNO_OF_STATUS.get(resp.status, errno.EIO)
+        if number == errno.EINVAL and "mount point" in message:
+            number = errno.EBUSY  # deleting or moving a mount point
+        return ApiError(number, code or f"HTTP {resp.status}", message)
+
+    def _call(self, method: str, endpoint: str, params: dict | None = None, body: dict | None = None,
+              raw=None, headers: dict | None = None) -> dict:  # noqa: ANN001
+        resp = self._request(method, endpoint, params, body, raw, headers)
         if resp.status >= 400:
-            try:
-                err = json.loads(text)
-                code, message = str(err.get("error_code") or ""), str(err.get("message") or "")
-            except (ValueError, AttributeError):
-                code, message = "", text[:200].decode("utf-8", "replace")
-            number = ERRNO_OF_CODE.get(code) or ERRNO_OF_STATUS.get(resp.status, errno.EIO)
-            if number == errno.EINVAL and "mount point" in message:
-                number = errno.EBUSY  # deleting or moving a mount point
-            raise ApiError(number, code or f"HTTP {resp.status}", message)
+            raise self._error(resp)
+        text = resp.data
         if not text:
             return {}
         try:
@@ -166,10 +182,41 @@ class DbfsClient:
         return [(f["path"].rstrip("/").rsplit("/", 1)[-1], _stat_of(f)) for f in files]
 
     def read(self, path: str, offset: int, length: int) -> bytes:
+        """Up to length bytes from offset: one ranged Files API request, else dbfs/read in 1 MiB pieces."""
+        if length <= 0:
+            return b""
+        if self.ranged:
+            resp = self._request("GET", "/api/2.0/fs/files" + quote(path, safe="/"),
+                                 headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+            if resp.status == 206:
+                return resp.data
+            if resp.status == 200:  # the whole file (a server may ignore Range)
+                return resp.data[offset:offset + length]
+            if resp.status == 416:
+                return b""  # at or past the end (the object shrank since it was opened)
+            if resp.status not in (400, 404, 501):
+                raise self._error(resp)
+            # Perhaps a workspace that serves only local files through the Files API: dbfs/read decides.
+            data = self._read_dbfs(path, offset, length)
+            self.ranged = False
+            log.info("ranged Files API reads are not served here (HTTP %s); reading through dbfs/read", resp.status)
+            return data
+        return self._read_dbfs(path, offset, length)
+
+    def _read_dbfs(self, path: str, offset: int, length: int) -> bytes:
         import base64
 
-        out = self._call("GET", "/api/2.0/dbfs/read", {"path": path, "offset": offset, "length": length})
-        return base64.b64decode(out.get("data") or "")
+        out = []
+        end = offset + length
+        while offset < end:
+            got = self._call("GET", "/api/2.0/dbfs/read",
+                             {"path": path, "offset": offset, "length": min(DBFS_READ_MAX, end - offset)})
+            piece = base64.b64decode(got.get("data") or "")
+            if not piece:
+                break
+            out.append(piece)
+            offset += len(piece)
+        return b"".join(out)
 
     def upload(self, path: str, fileobj, size: int) -> None:  # noqa: ANN001
         """Replace the file at path with size bytes from fileobj, streamed in one request."""
