@@ -90,3 +90,33 @@ def test_object_reads_are_allowed_and_refused_as_dbfs_read_is(server, unique, mo
             assert head.status_code == 401 and "content-range" not in head.headers
     finally:
         unmount(server, point)
+
+
+def test_dbfs_fuse_client_reads_ranges_and_through_dbfs_read(server, unique, moto, bucket, monkeypatch):
+    """The reads /dbfs/mnt makes (runtime/dbfs_fuse.DbfsClient, no FUSE needed): ranged Files API requests, and
+    dbfs/read in 1 MiB pieces when told to (BRICKYARD_DBFS_FUSE_RANGES=0), give the same bytes."""
+    from brickyard.runtime import dbfs_fuse
+
+    data = os.urandom(3 * MIB + 777)
+    s3(moto).put_object(Bucket=bucket, Key="base/c.bin", Body=data)
+    point = f"/mnt/{unique('fcli')}"
+    assert mount(server, f"s3a://{bucket}/base", point, s3_configs(moto)).status_code == 200
+    try:
+        ranged = dbfs_fuse.DbfsClient(server.url, server.token)
+        monkeypatch.setenv(dbfs_fuse.RANGES_ENV, "0")
+        legacy = dbfs_fuse.DbfsClient(server.url, server.token)
+        assert ranged.ranged and not legacy.ranged
+        for client in (ranged, legacy):
+            assert client.read(f"{point}/c.bin", 0, len(data)) == data
+            assert client.read(f"{point}/c.bin", MIB - 3, 2 * MIB + 10) == data[MIB - 3:3 * MIB + 7]
+            assert client.read(f"{point}/c.bin", 3 * MIB, 8 * MIB) == data[3 * MIB:]  # short at the end
+            assert client.read(f"{point}/c.bin", len(data), MIB) == b""  # past the end
+            try:
+                client.read(f"{point}/nope.bin", 0, 10)
+            except OSError as exc:
+                assert exc.errno == 2, exc  # ENOENT
+            else:
+                raise AssertionError("a missing object was read")
+        assert ranged.ranged  # this workspace serves ranges: no fallback happened
+    finally:
+        unmount(server, point)

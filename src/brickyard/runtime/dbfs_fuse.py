@@ -17,7 +17,7 @@ kernel's namespace only, and serves that subtree:
   folder, looked up through a descriptor opened before mounting): every file operation works there
   as before, random writes and mmap included.
 
-Reads go in BLOCK-sized (4 MiB) ranges through the Files API (``GET /api/2.0/fs/files/<path>``
+Reads go in BLOCK-sized (8 MiB) ranges through the Files API (``GET /api/2.0/fs/files/<path>``
 with ``Range: bytes=a-b``: raw bytes the workspace streams from the store), the last CACHE_BLOCKS
 blocks kept per open file, the next READAHEAD blocks asked for in parallel while a file is read in
 order. A workspace that does not serve ranges of object-store files that way (404, 501, or 400
@@ -62,10 +62,10 @@ log = logging.getLogger("brickyard.dbfs_fuse")
 
 MOUNTPOINT = "/dbfs/mnt"
 DBFS_BASE = "/mnt"  # the DBFS path MOUNTPOINT serves
-BLOCK = 4 << 20  # the unit of reads (and of the cache)
+BLOCK = 8 << 20  # the unit of reads (and of the cache); at most CACHE_BLOCKS of them per open file
 DBFS_READ_MAX = 1 << 20  # dbfs/read's largest range
-CACHE_BLOCKS = 8
-READAHEAD = 4  # blocks asked for ahead of a sequential reader (in parallel)
+CACHE_BLOCKS = 5
+READAHEAD = 3  # blocks asked for ahead of a sequential reader (in parallel)
 ATTR_TTL = 1.0
 READY_TIMEOUT = 10.0  # how long the kernel waits for the mount before going on without it
 PARENT_POLL = 1.0
@@ -127,6 +127,7 @@ class DbfsClient:
             timeout=urllib3.Timeout(connect=10.0, read=timeout))
         # Ranged reads through the Files API until the workspace shows it has none for object stores.
         self.ranged = os.environ.get(RANGES_ENV, "").strip() != "0"
+        self._pieces = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dbfs-read-piece")
 
     def _request(self, method: str, endpoint: str, params: dict | None = None, body: dict | None = None,
                  raw=None, headers: dict | None = None):  # noqa: ANN001, ANN202
@@ -203,19 +204,24 @@ class DbfsClient:
             return data
         return self._read_dbfs(path, offset, length)
 
-    def _read_dbfs(self, path: str, offset: int, length: int) -> bytes:
+    def _read_dbfs_piece(self, path: str, offset: int, length: int) -> bytes:
         import base64
 
+        got = self._call("GET", "/api/2.0/dbfs/read", {"path": path, "offset": offset, "length": length})
+        return base64.b64decode(got.get("data") or "")
+
+    def _read_dbfs(self, path: str, offset: int, length: int) -> bytes:
+        """dbfs/read's 1 MiB pieces of the range, asked for in parallel; short at the end of the file."""
+        starts = range(offset, offset + length, DBFS_READ_MAX)
+        if len(starts) == 1:
+            return self._read_dbfs_piece(path, offset, length)
+        pieces = list(self._pieces.map(
+            lambda at: self._read_dbfs_piece(path, at, min(DBFS_READ_MAX, offset + length - at)), starts))
         out = []
-        end = offset + length
-        while offset < end:
-            got = self._call("GET", "/api/2.0/dbfs/read",
-                             {"path": path, "offset": offset, "length": min(DBFS_READ_MAX, end - offset)})
-            piece = base64.b64decode(got.get("data") or "")
-            if not piece:
-                break
+        for piece in pieces:
             out.append(piece)
-            offset += len(piece)
+            if len(piece) < DBFS_READ_MAX:
+                break  # the end of the file
         return b"".join(out)
 
     def upload(self, path: str, fileobj, size: int) -> None:  # noqa: ANN001
