@@ -118,10 +118,20 @@ OWNER = textwrap.dedent("""
           flush=True)
     sys.stdin.read()
 """)
+# A workspace that opens the home and starts no cluster: its Launcher only claims the running service.
+CLAIMER = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from brickyard.compute.launcher import Launcher
+    from brickyard.settings import Settings
+    launcher = Launcher(Settings(home=Path(sys.argv[1])))
+    print(json.dumps({"claimed": True}), flush=True)
+    sys.stdin.read()
+""")
 
 
-def start_owner(home: Path, grace: float) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-c", OWNER, str(home), str(grace)], stdin=subprocess.PIPE,
+def start_owner(home: Path, grace: float, script: str = OWNER) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-c", script, str(home), str(grace)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=open(home / f"owner-{time.time_ns()}.log", "wb"), text=True)
     line = proc.stdout.readline()
     assert line, f"the owner process failed: {sorted(home.glob('owner-*.log'))[-1].read_text()[-3000:]}"
@@ -142,7 +152,7 @@ def test_a_killed_workspace_leaves_no_metastore_but_a_restart_adopts_it(tmp_path
     grace = 20.0  # the second owner must adopt within it: generous on a busy host
     (tmp_path / "dbfs").mkdir()
     mdir = tmp_path / "metastore"
-    first = second = None
+    first = second = third = None
     try:
         first, got = start_owner(tmp_path, grace)
         pids = [got["pid"], got["derby_pid"], got["watchdog"]]
@@ -161,9 +171,16 @@ def test_a_killed_workspace_leaves_no_metastore_but_a_restart_adopts_it(tmp_path
         assert all(runtime.pid_alive(p) for p in pids), [p for p in pids if not runtime.pid_alive(p)]
         assert runtime.port_open(got["port"])
 
-        # That owner killed too, and nobody comes back: the watchdog stops the service and Derby, then itself.
+        # That owner killed too; a workspace that opens the home but starts no cluster keeps them as well.
         second.send_signal(signal.SIGKILL)
         second.wait(10)
+        third, _ = start_owner(tmp_path, grace, CLAIMER)
+        time.sleep(grace + 4)
+        assert all(runtime.pid_alive(p) for p in pids), [p for p in pids if not runtime.pid_alive(p)]
+
+        # It is killed too, and nobody comes back: the watchdog stops the service and Derby, then itself.
+        third.send_signal(signal.SIGKILL)
+        third.wait(10)
         left = wait_gone(pids, grace + 120)
         assert not left, f"still running: {left}; watchdog log: {(mdir / 'watchdog.log').read_text()[-2000:]}"
         assert processes_of(mdir) == []
@@ -172,7 +189,7 @@ def test_a_killed_workspace_leaves_no_metastore_but_a_restart_adopts_it(tmp_path
         log = (mdir / "watchdog.log").read_text()
         assert "stopping it" in log and "watchdog ends: stopped" in log
     finally:
-        for proc in (first, second):
+        for proc in (first, second, third):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)

@@ -69,6 +69,7 @@ class Launcher:
         self.root = settings.home / "clusters"
         # The workspace's one catalog, shared by every cluster; started with the first cluster.
         self.metastore = Metastore.from_settings(settings)  # Derby, or schema `hive` of the workspace's PostgreSQL
+        self.metastore.claim()  # a service a killed workspace left running is kept for this one (its watchdog)
         self.mounts = lambda: []  # the mount table (mount_point, target[, hadoop conf]) as clusters see it
 
     def cluster_dir(self, cluster_id: str) -> Path:

@@ -15,7 +15,8 @@ its tables in schema `hive` of the workspace's database (jdbc:postgresql://host/
 the driver from the JVM cache). The pids and ports are recorded in <home>/metastore/metastore.json
 and derby.json, so a restarted workspace adopts the running processes (or restarts them when their
 configuration changed). So that they do not outlive a workspace that is killed and never restarted,
-each process that starts or adopts them registers in owners.json (pid and its start time), and a
+each process that starts or adopts them, or opens the home (Launcher: claim), registers in owners.json
+(pid and its start time), and a
 watchdog process (metastore_watchdog.py, pid in watchdog.json) stops the service and Derby once
 every owner has been gone for `orphan_grace` seconds (60 by default) without a new one registering.
 
@@ -170,6 +171,17 @@ class Metastore:
                 if not (self._service_marker(self.pid) or runtime.pid_alive(self.derby_pid, DERBY_CLASS)):
                     self._stop_watchdog()  # nothing left to watch
                 raise
+
+    def claim(self) -> bool:
+        """Become one of the owners of the home's service if one runs (a workspace starting on this home), so
+        the watchdog does not stop it before this process starts its first cluster; whether one was recorded."""
+        if not self._state_file.exists():
+            return False  # (and a fresh home gets no metastore folder yet)
+        with self._lock, self._home_lock():
+            if not self._state_file.exists():
+                return False
+            watchdog.register_owner(self.dir)
+            return True
 
     def _start_locked(self, timeout: float) -> str:
         state = self._read_state()
