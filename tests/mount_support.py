@@ -14,9 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from databricks.sdk.service import compute
 
 from brickyard.compute import runtime
+from command_support import run, text  # noqa: F401 - the mount tests import them from here
 
 MOUNTS = "/api/2.0/brickyard/mounts"
 T = timedelta(minutes=4)
@@ -73,17 +73,6 @@ def mount(server, source, point, configs=None, token=None):  # noqa: ANN001, ANN
 
 def unmount(server, point, token=None):  # noqa: ANN001, ANN201
     return server.api("POST", f"{MOUNTS}/delete", token, json={"mount_point": point})
-
-
-def run(w, cluster_id, ctx, code):  # noqa: ANN001, ANN201
-    return w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx,
-                                                language=compute.Language.PYTHON, command=code, timeout=T).results
-
-
-def text(w, cluster_id, ctx, code) -> str:  # noqa: ANN001
-    r = run(w, cluster_id, ctx, code)
-    assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
-    return r.data
 
 
 def missing(reason: str) -> None:

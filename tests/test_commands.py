@@ -10,6 +10,8 @@ import pytest
 from databricks.sdk.errors import DatabricksError, NotFound
 from databricks.sdk.service import compute
 
+from command_support import environ_of, wait_for
+
 pytestmark = pytest.mark.slow
 T = timedelta(minutes=3)
 
@@ -172,20 +174,6 @@ def test_workspace_private_environment_does_not_reach_kernels(w, cluster_id, mon
     finally:
         for context_id in created:
             w.command_execution.destroy(cluster_id, context_id)
-
-
-def wait_for(fn, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := fn():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/environ", "rb") as fh:
-        return dict(e.decode().split("=", 1) for e in fh.read().split(b"\0") if b"=" in e)
 
 
 def test_context_takes_the_spare_kernel_and_binds_it_to_the_caller(server, w, cluster_id, unique):

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import os
-import time
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 from databricks.sdk.service import compute, jobs
 from databricks.sdk.service.workspace import ImportFormat, Language
+
+from command_support import environ_of, wait_for
 
 from brickyard.compute.runtime import pid_alive
 from brickyard.runtime.dbutils import RESTART_NOTE
@@ -37,20 +38,6 @@ def text(w, cluster_id, ctx, code) -> str:
     results = run(w, cluster_id, ctx, code)
     assert results.result_type == compute.ResultType.TEXT, (results.summary, results.cause)
     return results.data
-
-
-def wait_for(fn, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := fn():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/environ", "rb") as fh:
-        return dict(e.decode().split("=", 1) for e in fh.read().split(b"\0") if b"=" in e)
 
 
 def processes_with(arg: str) -> list[int]:

@@ -16,6 +16,8 @@ import pytest
 from databricks.sdk.service import compute
 from databricks.sdk.service.workspace import ImportFormat, Language
 
+from command_support import run, text
+
 pytestmark = pytest.mark.slow
 T = timedelta(minutes=4)
 
@@ -31,17 +33,6 @@ def ctx(w, cluster_id):
     created = w.command_execution.create_and_wait(cluster_id=cluster_id, language=compute.Language.PYTHON, timeout=T)
     yield created.id
     w.command_execution.destroy(cluster_id, created.id)
-
-
-def run(w, cluster_id, ctx, code):  # noqa: ANN001, ANN201
-    return w.command_execution.execute_and_wait(cluster_id=cluster_id, context_id=ctx,
-                                                language=compute.Language.PYTHON, command=code, timeout=T).results
-
-
-def text(w, cluster_id, ctx, code) -> str:  # noqa: ANN001
-    r = run(w, cluster_id, ctx, code)
-    assert r.result_type == compute.ResultType.TEXT, (r.summary, r.cause)
-    return r.data
 
 
 def b64(data: bytes | str) -> str:
