@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brickyard.errors import BrickyardError, already_exists, denied, invalid, not_found
+from brickyard.services.contexts import revoke_kernel_token
 from brickyard.services.users import Principal
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,12 @@ class KernelService:
         with kernel.lock:
             if kernel.state in (TERMINATED, ERROR):
                 return
-            kernel.state, kernel.state_message, kernel.ended = TERMINATED, why, time.monotonic()
             if kernel.timer is not None:
                 kernel.timer.cancel()
+            # The token goes first: once the kernel reads TERMINATED, its credentials are already gone.
+            token_id, kernel.token_id = kernel.token_id, None
+            revoke_kernel_token(self.ws, token_id)
+            kernel.state, kernel.state_message, kernel.ended = TERMINATED, why, time.monotonic()
             if kernel.km is None:
                 return  # still starting: _start stops it when the launch returns
             if kernel.restarting:
