@@ -117,6 +117,8 @@ OWNER = textwrap.dedent("""
     print(json.dumps({"pid": ms.pid, "derby_pid": ms.derby_pid, "port": ms.port, "watchdog": ms.watchdog_pid()}),
           flush=True)
     sys.stdin.read()
+    if sys.argv[3:] == ["release"]:  # a workspace closing: Launcher.close
+        print(json.dumps({"stopped": ms.release()}), flush=True)
 """)
 # A workspace that opens the home and starts no cluster: its Launcher only claims the running service.
 CLAIMER = textwrap.dedent("""
@@ -130,8 +132,8 @@ CLAIMER = textwrap.dedent("""
 """)
 
 
-def start_owner(home: Path, grace: float, script: str = OWNER) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-c", script, str(home), str(grace)], stdin=subprocess.PIPE,
+def start_owner(home: Path, grace: float, script: str = OWNER, *extra: str) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-c", script, str(home), str(grace), *extra], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=open(home / f"owner-{time.time_ns()}.log", "wb"), text=True)
     line = proc.stdout.readline()
     assert line, f"the owner process failed: {sorted(home.glob('owner-*.log'))[-1].read_text()[-3000:]}"
@@ -193,4 +195,36 @@ def test_a_killed_workspace_leaves_no_metastore_but_a_restart_adopts_it(tmp_path
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+        Metastore(tmp_path, tmp_path / "dbfs").stop()  # whatever a failure left behind
+
+
+def test_a_short_cli_command_on_the_home_leaves_the_running_workspaces_metastore_alone(tmp_path):
+    """`brickyard admin create-user` opens and closes the workspace of a home whose `brickyard up` runs
+    clusters: its close must not stop the shared service; the last owner's close does."""
+    (tmp_path / "dbfs").mkdir()
+    mdir = tmp_path / "metastore"
+    owner = None
+    try:
+        owner, got = start_owner(tmp_path, 600.0, OWNER, "release")  # no watchdog stop within the test
+        pids = [got["pid"], got["derby_pid"], got["watchdog"]]
+        brickyard = str(Path(sys.executable).with_name("brickyard"))
+        cli = subprocess.run([brickyard, "admin", "create-user", "--home", str(tmp_path), "someone@example.com"],
+                             capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "Created user someone@example.com" in cli.stdout
+        assert all(runtime.pid_alive(p) for p in pids), [p for p in pids if not runtime.pid_alive(p)]
+        assert runtime.port_open(got["port"]) and connects("127.0.0.1", got["port"])
+        assert [o["pid"] for o in watchdog.read_owners(mdir)] == [owner.pid]  # the CLI left the list
+
+        # The workspace process itself closes: it was the last owner, so all three stop at once.
+        owner.stdin.close()
+        assert json.loads(owner.stdout.readline()) == {"stopped": True}
+        assert owner.wait(60) == 0
+        left = wait_gone(pids, 60)
+        assert not left, f"still running: {left}"
+        assert processes_of(mdir) == []
+    finally:
+        if owner is not None and owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
         Metastore(tmp_path, tmp_path / "dbfs").stop()  # whatever a failure left behind

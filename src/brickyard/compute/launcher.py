@@ -355,4 +355,4 @@ class Launcher:
         shutil.rmtree(self.cluster_dir(cluster_id), ignore_errors=True)
 
     def close(self) -> None:
-        self.metastore.stop()
+        self.metastore.release()  # stopped unless another workspace process on the home still uses it

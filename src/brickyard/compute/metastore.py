@@ -228,6 +228,21 @@ class Metastore:
         with self._lock, self._home_lock():
             self.stop_unlocked(timeout)
 
+    def release(self, timeout: float = 15.0) -> bool:
+        """This process is done with the service (its workspace closes): stop it, its Derby server and the
+        watchdog, unless another live workspace process on the home still owns it (a short CLI command
+        closing while `brickyard up` runs must not take the catalog from its clusters); the watchdog then
+        stops it after the last of those. Whether it was stopped."""
+        with self._lock, self._home_lock():
+            others = watchdog.unregister_owner(self.dir)
+            if others:
+                log.info("the Hive metastore stays up for %d other workspace process(es) on this home",
+                         len(others))
+                self.pid, self._proc = 0, None
+                return False
+            self.stop_unlocked(timeout)
+            return True
+
     def stop_unlocked(self, timeout: float = 15.0) -> None:
         """stop() for a caller that holds the home's lock already (the watchdog)."""
         # Ours, and whatever the home records (another object of this home may have replaced ours).

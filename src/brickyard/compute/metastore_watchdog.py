@@ -66,6 +66,17 @@ def register_owner(metastore_dir: Path, pid: int | None = None) -> None:
     _write_json(Path(metastore_dir) / OWNERS_FILE, {"owners": owners})
 
 
+def unregister_owner(metastore_dir: Path, pid: int | None = None) -> list[dict]:
+    """Drop pid (default: this process) and the owners that are gone; return the live owners left.
+
+    The caller holds the home's lock."""
+    pid = pid or os.getpid()
+    owners = [o for o in read_owners(metastore_dir) if owner_alive(o) and int(o["pid"]) != pid]
+    if owners or (Path(metastore_dir) / OWNERS_FILE).exists():
+        _write_json(Path(metastore_dir) / OWNERS_FILE, {"owners": owners})
+    return owners
+
+
 def watchdog_marker(metastore_dir: Path) -> str:
     """What the watchdog's command line holds (runtime.pid_alive's marker)."""
     return f"{MODULE} {metastore_dir} "
