@@ -198,9 +198,10 @@ def test_a_killed_workspace_leaves_no_metastore_but_a_restart_adopts_it(tmp_path
         Metastore(tmp_path, tmp_path / "dbfs").stop()  # whatever a failure left behind
 
 
-def test_a_short_cli_command_on_the_home_leaves_the_running_workspaces_metastore_alone(tmp_path):
-    """`brickyard admin create-user` opens and closes the workspace of a home whose `brickyard up` runs
-    clusters: its close must not stop the shared service; the last owner's close does."""
+def test_closing_a_workspace_leaves_a_service_other_processes_own(tmp_path):
+    """A workspace process that closes while another live process still owns the home's service (here a bare
+    metastore owner: a second workspace on the home is refused, see test_home_lock.py) leaves it running;
+    the last owner's close stops it."""
     (tmp_path / "dbfs").mkdir()
     mdir = tmp_path / "metastore"
     owner = None

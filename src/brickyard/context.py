@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
 import os
 import secrets as pysecrets
@@ -25,13 +26,61 @@ class Workspace:
     keyring: Keyring
     workspace_id: str
     services: dict = field(default_factory=dict)
+    home_lock: int | None = None  # the home's lock (HomeLock), held while the workspace is open
 
     def close(self) -> None:
-        for svc in self.services.values():
-            closer = getattr(svc, "close", None)
-            if closer:
-                closer()
-        self.store.dispose()
+        try:
+            for svc in self.services.values():
+                closer = getattr(svc, "close", None)
+                if closer:
+                    closer()
+            self.store.dispose()
+        finally:
+            release_home(self.home_lock)
+            self.home_lock = None
+
+
+HOME_LOCK_FILE = "workspace.lock"
+
+
+def lock_home(settings: Settings, doing: str = "run the workspace") -> int:
+    """Take the home's lock for this process, or raise RESOURCE_CONFLICT naming the process that holds it.
+
+    One process at a time opens a home: opening it marks its clusters' processes as gone (they died with
+    the previous process), and a master-key rotation under a running workspace would leave new secrets
+    sealed with a key nobody keeps. The lock is an flock, so a killed process releases it by dying."""
+    path = settings.home / HOME_LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise BrickyardError(
+            "RESOURCE_CONFLICT",
+            f"The workspace home {settings.home} is in use by {holder}; cannot {doing} while it runs. Stop it "
+            "first, or do this through the running workspace's API (e.g. SCIM Users for a new user).") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"Brickyard process {os.getpid()} ({' '.join(_argv())})\n".encode(), 0)
+    return fd
+
+
+def release_home(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass
+    os.close(fd)  # closing the only descriptor of the open file releases the flock
+
+
+def _argv() -> list[str]:
+    try:
+        parts = open("/proc/self/cmdline", "rb").read().split(b"\0")
+        return [p.decode(errors="replace") for p in parts if p][:6]
+    except OSError:
+        return []
 
 
 def prepare_home(settings: Settings) -> None:
@@ -45,6 +94,24 @@ def prepare_home(settings: Settings) -> None:
 def open_workspace(settings: Settings) -> Workspace:
     """Open (and on first start create) the workspace: home, database, keys."""
     prepare_home(settings)
+    lock = lock_home(settings)
+    try:
+        ws = _open(settings)
+    except BaseException:
+        release_home(lock)
+        raise
+    ws.home_lock = lock
+    from brickyard.services import build_services
+
+    try:
+        ws.services = build_services(ws)
+    except BaseException:
+        ws.close()
+        raise
+    return ws
+
+
+def _open(settings: Settings) -> Workspace:
     master = load_or_create_master_key(settings.master_key_file, settings.master_key)
     store = Store(settings.db_url)
     migrate(store.engine)
@@ -62,11 +129,7 @@ def open_workspace(settings: Settings) -> Workspace:
             else:
                 data_keys[name] = os.urandom(32)
                 sess.add(Meta(key=name, value=Keyring.wrap(master, name, data_keys[name])))
-    ws = Workspace(settings, store, Keyring(master, data_keys), meta["workspace_id"])
-    from brickyard.services import build_services
-
-    ws.services = build_services(ws)
-    return ws
+    return Workspace(settings, store, Keyring(master, data_keys), meta["workspace_id"])
 
 
 def _recover_rotation(settings: Settings, master: bytes, meta: dict) -> bytes:

@@ -5,7 +5,7 @@ import os
 
 from sqlalchemy import select
 
-from brickyard.context import _recover_rotation, prepare_home
+from brickyard.context import _recover_rotation, lock_home, prepare_home, release_home
 from brickyard.secrets.crypto import (
     DATA_KEY_NAMES,
     Keyring,
@@ -26,6 +26,14 @@ def rotate_master_key(settings: Settings) -> int:
     over ``master.key`` after, so a crash in between is recovered on the next start.
     """
     prepare_home(settings)
+    lock = lock_home(settings, "rotate the master key")  # a running workspace keeps the old keys in memory
+    try:
+        return _rotate(settings)
+    finally:
+        release_home(lock)
+
+
+def _rotate(settings: Settings) -> int:
     old_master = load_or_create_master_key(settings.master_key_file, settings.master_key)
     pending = settings.master_key_file.with_name("master.key.new")
     store = Store(settings.db_url)
