@@ -10,6 +10,7 @@ Debian's libfuse3-3): without them the tests skip, and fail under CI=true.
 from __future__ import annotations
 
 import ctypes.util
+import errno
 import hashlib
 import json
 import os
@@ -277,6 +278,65 @@ print(json.dumps(out))
         unmount(server, point)
     assert out == {"mounted": True, "rows": 1, "no_parent": True, "ls": ["in.csv", "sub", "out.txt"]}, stderr
     assert lake.download_blob("data/sub/out.txt").readall() == b"to azure"
+
+
+RESTART_SCRIPT = """
+import signal, time
+P = "/dbfs{point}/r.txt"
+
+def read_back(limit=60):  # what the notebook sees until the daemon is back
+    deadline, seen = time.time() + limit, set()
+    while time.time() < deadline:
+        try:
+            return open(P).read(), sorted(seen)
+        except OSError as e:
+            seen.add(e.errno)
+            time.sleep(0.2)
+    return None, sorted(seen)
+
+out = {"mounted": _mounted, "first": open(P).read(), "daemons": [_daemon_pid]}
+for round_ in range(dbfs_fuse.RESTART_LIMIT + 1):
+    os.kill(dbfs_fuse._daemon.pid, signal.SIGKILL)
+    if round_ < dbfs_fuse.RESTART_LIMIT:
+        out[f"after_kill_{round_}"] = read_back()
+        out["daemons"].append(dbfs_fuse._daemon.pid)
+time.sleep(3)  # the last stop is not restarted: /dbfs/mnt is then the DBFS root's folder, not a dead mount
+try:
+    open(P)
+except OSError as e:
+    missing = e.errno  # ENOENT (the object is not on this host), not ENOTCONN (a dead FUSE mount)
+out["given_up"] = [os.path.ismount("/dbfs/mnt"), missing, dbfs_fuse._daemon.poll() is not None]
+print(json.dumps(out))
+"""
+
+
+def test_a_killed_daemon_is_restarted_by_its_kernel(server, fuse_usable, unique, moto, bucket):
+    """The daemon killed under a living kernel: the kernel mounts /dbfs/mnt again at once, RESTART_LIMIT times
+    within RESTART_WINDOW seconds; past that it says so once and leaves the DBFS root's folder (never a dead
+    mount, whose every access fails with ENOTCONN)."""
+    from brickyard.runtime import dbfs_fuse
+
+    point = f"/mnt/{unique('frst')}"
+    s3(moto).put_object(Bucket=bucket, Key="restart/r.txt", Body=b"still here")
+    assert mount(server, f"s3a://{bucket}/restart", point, s3_configs(moto)).status_code == 200
+    try:
+        out, stderr = in_namespace(server, RESTART_SCRIPT.replace("{point}", point))
+    finally:
+        unmount(server, point)
+    assert out["mounted"] is True and out["first"] == "still here", stderr
+    for round_ in range(dbfs_fuse.RESTART_LIMIT):
+        assert out[f"after_kill_{round_}"][0] == "still here", (round_, out, stderr)
+    daemons = out["daemons"]
+    assert len(set(daemons)) == len(daemons) == dbfs_fuse.RESTART_LIMIT + 1, daemons
+    assert out["given_up"] == [False, errno.ENOENT, True], stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("brickyard dbfs-fuse: ")]
+    restarts = [f"brickyard dbfs-fuse: the daemon (pid {pid}) was killed by signal 9; mounting /dbfs/mnt again"
+                for pid in daemons[:-1]]
+    assert lines[:len(restarts)] == restarts, stderr
+    assert lines[len(restarts)].startswith(f"brickyard dbfs-fuse: the daemon (pid {daemons[-1]}) was killed by "
+                                           f"signal 9, its {dbfs_fuse.RESTART_LIMIT + 1}th stop within 60 s: "
+                                           "not restarting it"), stderr
+    assert server.token not in stderr
 
 
 def test_no_fuse_logs_one_line_and_file_mounts_still_work(server, fuse_usable, unique, tmp_path):

@@ -68,6 +68,8 @@ CACHE_BLOCKS = 5
 READAHEAD = 3  # blocks asked for ahead of a sequential reader (in parallel)
 ATTR_TTL = 1.0
 READY_TIMEOUT = 10.0  # how long the kernel waits for the mount before going on without it
+RESTART_LIMIT = 3  # a daemon that stops more often than this within RESTART_WINDOW seconds is not restarted
+RESTART_WINDOW = 60.0
 PARENT_POLL = 1.0
 DISABLE_ENV = "BRICKYARD_DBFS_FUSE"  # "0" turns it off
 RANGES_ENV = "BRICKYARD_DBFS_FUSE_RANGES"  # "0": read through dbfs/read only (as before ranged Files API reads)
@@ -856,37 +858,84 @@ def unusable_reason(dbfs_root: str) -> str | None:
 
 
 def start_from_kernel(dbfs_root: str, timeout: float = READY_TIMEOUT) -> bool:
-    """Mount /dbfs/mnt for this kernel (a child process); never raises. True once it is mounted."""
-    global _daemon
+    """Mount /dbfs/mnt for this kernel (a child process); never raises. True once it is mounted.
+
+    A daemon that stops while the kernel lives (killed, crashed) is started again by a thread of the
+    kernel (``_supervise``), up to RESTART_LIMIT times within RESTART_WINDOW seconds: the notebook sees
+    /dbfs/mnt come back instead of "Transport endpoint is not connected" for the rest of its life."""
     try:
         reason = unusable_reason(dbfs_root)
         if reason is not None:
             _kernel_log(f"object-store mounts are not served under {MOUNTPOINT} (file: mounts are): {reason}")
             return False
         os.makedirs(MOUNTPOINT, exist_ok=True)
-        read_end, write_end = os.pipe()
-        log_fd = _kernel_log_fd()
-        try:
-            _daemon = subprocess.Popen(
-                [sys.executable, "-m", "brickyard.runtime.dbfs_fuse", "--mountpoint", MOUNTPOINT,
-                 "--parent", str(os.getpid()), "--ready-fd", str(write_end)],
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
-                start_new_session=True, cwd="/", close_fds=True)
-        finally:
-            os.close(write_end)
-        answer = _read_line(read_end, timeout)
-        if answer == "ok":
-            return True
-        if answer is None:
-            _kernel_log(f"{MOUNTPOINT} was not mounted within {timeout:.0f} s; going on without waiting")
-            threading.Thread(target=_late_answer, args=(read_end,), name="dbfs-fuse-ready", daemon=True).start()
-            return False
-        os.close(read_end)
-        _kernel_log(f"object-store mounts are not served under {MOUNTPOINT} (file: mounts are): {answer}")
-        return False
+        answer = _launch(timeout)
+        if answer in ("ok", None):  # mounted, or still mounting: either way, watched from now on
+            threading.Thread(target=_supervise, args=(timeout,), name="dbfs-fuse-supervisor", daemon=True).start()
+        return answer == "ok"
     except Exception as exc:  # noqa: BLE001 - never break the kernel's start
         _kernel_log(f"object-store mounts are not served under {MOUNTPOINT}: {type(exc).__name__}: {exc}")
         return False
+
+
+def _launch(timeout: float) -> str | None:
+    """Start the daemon (as _daemon); its answer: "ok", None (not within timeout: read later), or an error
+    (logged)."""
+    global _daemon
+    read_end, write_end = os.pipe()
+    log_fd = _kernel_log_fd()
+    try:
+        _daemon = subprocess.Popen(
+            [sys.executable, "-m", "brickyard.runtime.dbfs_fuse", "--mountpoint", MOUNTPOINT,
+             "--parent", str(os.getpid()), "--ready-fd", str(write_end)],
+            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(write_end,),
+            start_new_session=True, cwd="/", close_fds=True)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    answer = _read_line(read_end, timeout)
+    if answer == "ok":
+        os.close(read_end)
+        return answer
+    if answer is None:
+        _kernel_log(f"{MOUNTPOINT} was not mounted within {timeout:.0f} s; going on without waiting")
+        threading.Thread(target=_late_answer, args=(read_end,), name="dbfs-fuse-ready", daemon=True).start()
+        return None
+    os.close(read_end)
+    _kernel_log(f"object-store mounts are not served under {MOUNTPOINT} (file: mounts are): {answer}")
+    return answer
+
+
+def _supervise(timeout: float) -> None:
+    """Start the daemon again whenever it stops while the kernel lives (it leaves only with the kernel)."""
+    stops: collections.deque[float] = collections.deque()
+    while True:
+        proc = _daemon
+        code = proc.wait()
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        now = time.monotonic()
+        stops.append(now)
+        while now - stops[0] > RESTART_WINDOW:
+            stops.popleft()
+        try:
+            _unmount_lazily(MOUNTPOINT)  # a dead FUSE server leaves "Transport endpoint is not connected"
+        except Exception:  # noqa: BLE001
+            pass
+        if len(stops) > RESTART_LIMIT:
+            _kernel_log(f"the daemon (pid {proc.pid}) {how}, its {len(stops)}th stop within "
+                        f"{RESTART_WINDOW:.0f} s: not restarting it; object-store mounts are no longer served "
+                        f"under {MOUNTPOINT} in this kernel (file: mounts are)")
+            return
+        _kernel_log(f"the daemon (pid {proc.pid}) {how}; mounting {MOUNTPOINT} again")
+        try:
+            answer = _launch(timeout)
+        except Exception as exc:  # noqa: BLE001
+            _kernel_log(f"object-store mounts are not served under {MOUNTPOINT}: {type(exc).__name__}: {exc}")
+            return
+        if answer not in ("ok", None):
+            return
 
 
 def _read_line(fd: int, timeout: float | None) -> str | None:
