@@ -44,6 +44,9 @@ WORKER_ENV = ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_TOKEN", "M
               "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_DISABLE_TELEMETRY",
               "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", RUN_CONTEXT_ENV)
 MAX_LINKED_RUNS = 20
+# The workspace's URL for people (BRICKYARD_PUBLIC_URL of the workspace), set by it in every kernel;
+# DATABRICKS_HOST is the URL this process calls, loopback on the workspace's host.
+PUBLIC_URL_ENV = "BRICKYARD_PUBLIC_URL"
 
 
 def notebook_tags(environ) -> dict[str, str]:  # noqa: ANN001
@@ -149,6 +152,9 @@ def install(sc) -> None:  # noqa: ANN001
     sc.environment = env
     shell = _shell()
     if shell is not None:
+        # The cell's links replace MLflow's own "View run at" lines (as in Databricks notebooks), which
+        # name the URL this kernel calls (loopback), not the workspace's public one.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         CellRunLinks(shell).register()
 
 
@@ -200,7 +206,7 @@ class CellRunLinks:
         if runs:
             from IPython.display import display
 
-            display(link_bundle(runs, names, os.environ.get("DATABRICKS_HOST", "")), raw=True)
+            display(link_bundle(runs, names, link_host()), raw=True)
 
     def _cell_runs(self, new: set[str]) -> tuple[list, dict[str, str]]:
         """The runs this kernel and its workers started during the cell, and their experiments' names."""
@@ -216,6 +222,11 @@ class CellRunLinks:
             found = [client.get_run(run_id) for run_id in sorted(new)]
         names = {e: client.get_experiment(e).name for e in {r.info.experiment_id for r in found}}
         return found, names
+
+
+def link_host(environ=os.environ) -> str:  # noqa: ANN001
+    """The base URL of run links: the workspace's public URL, else the one this process calls."""
+    return environ.get(PUBLIC_URL_ENV) or environ.get("DATABRICKS_HOST", "")
 
 
 def link_bundle(runs: list, names: dict[str, str], host: str) -> dict:
@@ -237,5 +248,5 @@ def link_bundle(runs: list, names: dict[str, str], host: str) -> dict:
             "text/html": f'<div class="mlflow-runs">{what} {exp_links}<ul>{"".join(items)}</ul></div>'}
 
 
-__all__ = ["TRACKING_ENV", "WorkerEnvironment", "configure_process", "install", "link_bundle", "notebook_tags",
-           "worker_mlflow_env"]
+__all__ = ["TRACKING_ENV", "WorkerEnvironment", "configure_process", "install", "link_bundle", "link_host",
+           "notebook_tags", "worker_mlflow_env"]

@@ -270,6 +270,8 @@ class ContextService:
             "BRICKYARD_CLUSTER_ID": cluster_id,
             "BRICKYARD_WORKSPACE_ID": str(self.ws.workspace_id),
             "BRICKYARD_HOST": local_api_url(self.ws.settings),
+            # For links shown to people (MLflow run links after a cell); the kernel's API calls stay on loopback.
+            "BRICKYARD_PUBLIC_URL": public_link_url(self.ws.settings),
             "BRICKYARD_DBFS_ROOT": str(self.ws.settings.dbfs_root),
             "BRICKYARD_LIBRARY_DIR": str(libs),
             "PYSPARK_PYTHON": sys.executable,
@@ -674,6 +676,11 @@ def local_api_url(settings) -> str:  # noqa: ANN001
     """The workspace URL as kernels on this host reach it (loopback when it listens on every address)."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     return f"http://{_bracket(host)}:{settings.port}"
+
+
+def public_link_url(settings) -> str:  # noqa: ANN001
+    """The workspace URL for links people open: BRICKYARD_PUBLIC_URL when set, else the loopback one."""
+    return settings.public_url.rstrip("/") or local_api_url(settings)
 
 
 def _bracket(host: str) -> str:
