@@ -33,6 +33,12 @@ from brickyard.runtime.mime import TABLE_MIME  # noqa: E402
 
 MAX_DISPLAY_ROWS = 1000
 
+# tqdm.auto (imported by hyperopt and others) warns "IProgress not found" where ipywidgets is missing; its
+# text progress bar is what cells show here, so the warning is only noise in the output of `import hyperopt`.
+import warnings as _warnings  # noqa: E402
+
+_warnings.filterwarnings("ignore", message="IProgress not found")
+
 _DBFS_ROOT = _os.environ.get("BRICKYARD_DBFS_ROOT")
 if _DBFS_ROOT:
     _dbfs_paths.install(_DBFS_ROOT)
