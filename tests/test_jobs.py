@@ -725,3 +725,32 @@ def test_widgets_fill_sql_cells_of_a_notebook_job(w, cluster_id, unique):
     assert run.state.result_state == jobs.RunResultState.SUCCESS, run.state
     html = w.jobs.export_run(run.tasks[0].run_id).views[0].content
     assert "legacy-hello-7" in html and "marker-hello-7" in html and "dollar-$label" in html
+
+
+@pytest.mark.slow
+def test_notebook_job_and_run_magic_take_workspace_prefixed_paths(w, cluster_id, unique):
+    """`/Workspace/X` (Databricks' file-system form) names the workspace path X in jobs and %run."""
+    folder = f"/Users/admin/{unique('wsprefix')}"
+    import_notebook(w, f"{folder}/lib/helper", "# Databricks notebook source\nHELPED = 'helped'\n")
+    import_notebook(w, f"{folder}/main", f"""# Databricks notebook source
+# MAGIC %run /Workspace{folder}/lib/helper
+
+# COMMAND ----------
+
+first = HELPED
+del HELPED
+
+# COMMAND ----------
+
+# MAGIC %run ./lib/helper
+
+# COMMAND ----------
+
+path = dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()
+dbutils.notebook.exit(f"{{first}} {{HELPED}} {{path}}")
+""")
+    run = w.jobs.submit(run_name="prefixed", tasks=[jobs.SubmitTask.from_dict(
+        nb_task("t", f"/Workspace{folder}/main", cluster_id).as_dict())]).result(timeout=WAIT)
+    out = w.jobs.get_run_output(run.tasks[0].run_id)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, (run.state, out.error)
+    assert out.notebook_output.result == f"helped helped {folder}/main"

@@ -399,3 +399,18 @@ pd.DataFrame({{'y': [3]}}).to_csv('/dbfs/FileStore/out.csv', index=False)
     assert out.stdout.splitlines() == ["3", "['a.csv', 'd'] True"]
     assert (root / "FileStore" / "d" / "e" / "b.txt").read_text() == "via pathlib"
     assert (root / "FileStore" / "out.csv").read_text() == "y\n3\n"
+
+
+def test_workspace_prefixed_paths_in_run_magic_and_notebook_run(w, cluster_id, ctx, home):
+    """`/Workspace/X` names the workspace path X, as on Databricks; the child sees its path without it."""
+    w.workspace.mkdirs(f"{home}/prefixed")
+    w.workspace.import_(f"{home}/prefixed/vars", format=ImportFormat.SOURCE, language=Language.PYTHON,
+                        content=b64(source_notebook("PREFIXED = 'run via /Workspace'")))
+    w.workspace.import_(f"{home}/prefixed/child", format=ImportFormat.SOURCE, language=Language.PYTHON,
+                        content=b64(source_notebook(
+                            "dbutils.notebook.exit(dbutils.notebook.entry_point.getDbutils().notebook()"
+                            ".getContext().notebookPath().get())")))
+    assert text(w, cluster_id, ctx, f"%run /Workspace{home}/prefixed/vars\n") == ""
+    assert text(w, cluster_id, ctx, "print(PREFIXED)") == "run via /Workspace"
+    out = text(w, cluster_id, ctx, f"print(dbutils.notebook.run('/Workspace{home}/prefixed/child', 60))")
+    assert out == f"{home}/prefixed/child"

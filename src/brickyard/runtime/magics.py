@@ -369,11 +369,16 @@ class Frame:
 
     # -- notebooks ----------------------------------------------------------------------
     def resolve(self, path: str) -> str:
-        """An absolute workspace path; relative ones are relative to the running notebook's folder."""
-        if path.startswith("/"):
-            return posixpath.normpath(path)
-        base = posixpath.dirname(self.paths[-1]) or "/"
-        return posixpath.normpath(posixpath.join(base, path))
+        """An absolute workspace path; relative ones are relative to the running notebook's folder.
+
+        ``/Workspace/X`` is Databricks' file-system name of ``/X`` (as in the Workspace API).
+        """
+        if not path.startswith("/"):
+            path = posixpath.join(posixpath.dirname(self.paths[-1]) or "/", path)
+        path = posixpath.normpath(path)
+        if path == "/Workspace" or path.startswith("/Workspace/"):
+            path = path[len("/Workspace"):] or "/"
+        return path
 
     def fetch(self, path: str):  # noqa: ANN201
         """The notebook at `path`, exported through the workspace API with the user's token."""

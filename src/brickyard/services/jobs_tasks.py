@@ -119,7 +119,7 @@ def python_file(ws, user, path: str, dest: Path) -> Path:  # noqa: ANN001
         target = dest / Path(local).name
         shutil.copyfile(local, target)
         return target
-    wpath = wsmod.normalize_path(path[len("/Workspace"):] if path.startswith("/Workspace/") else path)
+    wpath = wsmod.normalize_path(path)
     wsmod.require_read(user, wpath)
     with ws.store.session() as sess:
         obj = ws.services["tree"].get(sess, wpath)

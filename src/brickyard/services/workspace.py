@@ -24,6 +24,10 @@ DIRECTORY = "DIRECTORY"
 NOTEBOOK = "NOTEBOOK"
 FILE = "FILE"
 ROOT_FOLDERS = ("/Users", "/Shared")
+# Databricks' workspace file system shows the tree under /Workspace (the folder notebooks see, and the
+# form jobs, bundles and %run accept): "/Workspace/Users/x" names "/Users/x", so no real top-level folder
+# can be called Workspace.
+WORKSPACE_PREFIX = "Workspace"
 MAX_PATH = 4096
 # Databricks' documented limit for import content and exports.
 MAX_NOTEBOOK_BYTES = 10 * 1024 * 1024
@@ -111,6 +115,8 @@ def normalize_path(path: object) -> str:
     parts = [p for p in path.split("/") if p]
     if any(p in (".", "..") for p in parts):
         raise invalid(f"Path ({path}) may not contain '.' or '..' segments.")
+    if parts and parts[0] == WORKSPACE_PREFIX:
+        parts = parts[1:]
     return "/" + "/".join(parts)
 
 
@@ -141,6 +147,8 @@ class WorkspaceTree:
     def mkdirs(self, sess: Session, path: str, owner_id: int | None = None) -> WorkspaceObject | None:
         """Create the folder and any missing parents; an existing folder is fine."""
         path = normalize_path(path)
+        if path == "/":
+            return None
         created = None
         prefix = ""
         for part in path.strip("/").split("/"):
