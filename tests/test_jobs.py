@@ -754,3 +754,19 @@ dbutils.notebook.exit(f"{{first}} {{HELPED}} {{path}}")
     out = w.jobs.get_run_output(run.tasks[0].run_id)
     assert run.state.result_state == jobs.RunResultState.SUCCESS, (run.state, out.error)
     assert out.notebook_output.result == f"helped helped {folder}/main"
+
+
+@pytest.mark.slow
+def test_run_export_shows_tracebacks_without_terminal_colours(w, cluster_id, unique):
+    import html as htmlmod
+
+    path = import_notebook(w, f"/Shared/jobs/{unique('ansi')}", FAILING_NOTEBOOK)
+    run = w.jobs.submit(run_name="ansi", tasks=[jobs.SubmitTask.from_dict(
+        nb_task("t", path, cluster_id).as_dict())]).result(timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.FAILED
+    page = w.jobs.export_run(run.tasks[0].run_id).views[0].content
+    assert "\x1b[" not in page and "[0;31m" not in page
+    text = htmlmod.unescape(page)
+    # IPython colours each token of the traceback; without the codes the line reads as written.
+    assert 'raise RuntimeError("notebook says no")' in text and "Traceback (most recent call last)" in text
+    assert "RuntimeError: notebook says no" in text

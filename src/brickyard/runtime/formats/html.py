@@ -8,6 +8,7 @@ import json
 import re
 from urllib.parse import quote, unquote
 
+from brickyard.runtime.ansi import strip_ansi
 from brickyard.runtime.formats.dbc import notebook_from_json, notebook_to_json
 from brickyard.runtime.formats.model import Notebook, NotebookFormatError
 from brickyard.runtime.formats.source import decode_text
@@ -49,10 +50,10 @@ def read_html(data: bytes, name: str) -> Notebook:
 def _render_output(out: dict) -> str:
     kind = out.get("output_type")
     if kind == "stream":
-        return f'<pre class="output">{html.escape(out.get("text", ""))}</pre>'
+        return f'<pre class="output">{html.escape(strip_ansi(out.get("text", "")))}</pre>'
     if kind == "error":
         text = f"{out.get('ename', '')}: {out.get('evalue', '')}\n" + "\n".join(out.get("traceback") or [])
-        return f'<pre class="output error">{html.escape(text)}</pre>'
+        return f'<pre class="output error">{html.escape(strip_ansi(text))}</pre>'
     data = out.get("data") or {}
     for mime in ("image/png", "image/jpeg", "image/gif"):
         if isinstance(data.get(mime), str):
@@ -61,7 +62,7 @@ def _render_output(out: dict) -> str:
         # Sandboxed: exported outputs must not run scripts in the page that shows them.
         return f'<iframe class="output" sandbox srcdoc="{html.escape(data["text/html"])}"></iframe>'
     if isinstance(data.get("text/plain"), str):
-        return f'<pre class="output">{html.escape(data["text/plain"])}</pre>'
+        return f'<pre class="output">{html.escape(strip_ansi(data["text/plain"]))}</pre>'
     return ""
 
 
