@@ -280,3 +280,81 @@ def test_database_urls():
     sqlite = Settings(home="/tmp/x")
     assert not sqlite.uses_postgres and sqlite.metastore_jdbc == ("", "", "")
     assert mlflow_db_url(sqlite) == "sqlite:////tmp/x/mlflow.db"
+
+
+STAGE_CYCLE = ("Staging", "Production", "Archived", "None")
+
+
+def test_registry_history_with_two_workspace_processes(postgres, tmp_path):  # noqa: F811
+    """Two `brickyard up` processes on one database move versions of one model at the same time: the
+    history has exactly one event per transition, with its caller (the lock is the database's)."""
+    import threading
+
+    url = postgres.create_database(f"hist_{uuid.uuid4().hex[:8]}")
+    key = base64.b64encode(os.urandom(32)).decode()  # workspaces sharing a database share its master key
+    servers = [CliServer(tmp_path / f"ws{i}" / "home", url) for i in range(2)]
+    for srv in servers:
+        srv.home.parent.mkdir(parents=True)
+        srv.env["BRICKYARD_MASTER_KEY"] = key
+    try:
+        for srv in servers:
+            srv.start()
+
+        def call(srv, path: str, token: str = ADMIN_TOKEN, **body) -> dict:
+            r = requests.post(f"{srv.url}/api/2.0/{path}", json=body, timeout=60,
+                              headers={"Authorization": f"Bearer {token}"})
+            assert r.ok, r.text
+            return r.json()
+
+        tokens = {}
+        for user, srv in (("hist-alice@example.com", servers[0]), ("hist-bob@example.com", servers[1])):
+            uid = call(srv, "preview/scim/v2/Users", userName=user)["id"]
+            tokens[user] = call(srv, "token-management/on-behalf-of/tokens", application_id=uid)["token_value"]
+        model = f"hist-{uuid.uuid4().hex[:6]}"
+        exp = call(servers[0], "mlflow/experiments/create", name=f"/Shared/{model}")["experiment_id"]
+        run_id = call(servers[0], "mlflow/runs/create", experiment_id=exp)["run"]["info"]["run_id"]
+        call(servers[0], "mlflow/registered-models/create", name=model)
+        versions = [call(servers[i % 2], "mlflow/model-versions/create", name=model, source=f"runs:/{run_id}/model",
+                         run_id=run_id)["model_version"]["version"] for i in range(4)]
+
+        # Each version is moved by one thread (two per process, one user per process), round its stages.
+        rounds = 12
+        plan = [(servers[i % 2], "hist-alice@example.com" if i % 2 == 0 else "hist-bob@example.com", v)
+                for i, v in enumerate(versions)]
+        expected, errors = [], []
+        start = threading.Barrier(len(plan))
+
+        def mover(srv, user: str, version: str) -> None:
+            try:
+                start.wait(60)
+                stage = "None"
+                for i in range(rounds):
+                    new = STAGE_CYCLE[i % len(STAGE_CYCLE)]
+                    call(srv, "mlflow/model-versions/transition-stage", token=tokens[user], name=model,
+                         version=version, stage=new, archive_existing_versions=False)
+                    expected.append((version, stage, new, user))
+                    stage = new
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=mover, args=p) for p in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors, errors
+        assert len(expected) == rounds * len(plan)
+
+        events = requests.get(f"{servers[1].url}/api/2.0/mlflow/brickyard/registered-models/history",
+                              params={"name": model}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                              timeout=60).json()["events"]
+        got = [(e["version"], e["from_stage"], e["to_stage"], e["user_name"]) for e in events]
+        assert {e["kind"] for e in events} == {"STAGE"}
+        assert sorted(got) == sorted(expected)
+        # Per version, the events follow one another in the order of the transitions.
+        for version in versions:
+            mine = [(f, t) for v, f, t, _ in got if v == version]
+            assert mine == [(f, t) for v, f, t, _ in expected if v == version]
+    finally:
+        for srv in servers:
+            srv.stop()

@@ -1,11 +1,15 @@
 """The history of registry stage and alias changes: who, when, from, to (in the workspace DB)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Integer, String, or_, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Integer, String, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from brickyard.store.db import Store
 from brickyard.store.models import Base
@@ -54,26 +58,68 @@ def changes(before: Snapshot, after: Snapshot) -> list[tuple[str, str | None, st
     return out
 
 
+def model_lock_key(name: str) -> int:
+    """The pg_advisory_xact_lock key of one registered model (a signed 64-bit hash of its name)."""
+    digest = hashlib.blake2b(b"brickyard-registry\0" + name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Change:
+    """The history side of one change of a registered model: its events, or its new name."""
+
+    def __init__(self, store: Store, name: str, sess: Session | None):
+        self.store, self.name, self.sess = store, name, sess
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        if self.sess is not None:  # the transaction holding the model's lock
+            yield self.sess
+        else:
+            with self.store.session() as sess:
+                yield sess
+
+    def record(self, events: list, user_id: int | None, user_name: str) -> None:
+        if not events:
+            return
+        now = int(time.time() * 1000)
+        with self._session() as sess:
+            for kind, version, alias, old, new in events:
+                sess.add(MlflowRegistryEvent(
+                    model_name=self.name, kind=kind, version=version, alias=alias, from_value=old, to_value=new,
+                    user_id=user_id, user_name=user_name, timestamp=now))
+
+    def rename(self, new_name: str) -> None:
+        with self._session() as sess:
+            sess.execute(update(MlflowRegistryEvent).where(MlflowRegistryEvent.model_name == self.name)
+                         .values(model_name=new_name))
+
+
 class RegistryHistory:
     """Appends and reads registry events."""
 
     def __init__(self, store: Store):
         self.store = store
+        self._postgres = store.engine.dialect.name == "postgresql"
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
-    def record(self, name: str, events: list, user_id: int | None, user_name: str) -> None:
-        if not events:
+    @contextlib.contextmanager
+    def changing(self, name: str) -> Iterator[Change]:
+        """One change of model `name` at a time, so that each diff of the registry belongs to one request.
+
+        On PostgreSQL several workspace processes may share the registry, so the lock is the database's:
+        pg_advisory_xact_lock on the model's name, held by the transaction that then writes the events
+        (and released by its commit). SQLite has one workspace process (the home's lock), so a lock per
+        model in this process is enough there.
+        """
+        if self._postgres:
+            with self.store.session(lock=model_lock_key(name)) as sess:
+                yield Change(self.store, name, sess)
             return
-        now = int(time.time() * 1000)
-        with self.store.session() as sess:
-            for kind, version, alias, old, new in events:
-                sess.add(MlflowRegistryEvent(
-                    model_name=name, kind=kind, version=version, alias=alias, from_value=old, to_value=new,
-                    user_id=user_id, user_name=user_name, timestamp=now))
-
-    def rename(self, name: str, new_name: str) -> None:
-        with self.store.session() as sess:
-            for row in sess.scalars(select(MlflowRegistryEvent).where(MlflowRegistryEvent.model_name == name)):
-                row.model_name = new_name
+        with self._locks_guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield Change(self.store, name, None)
 
     def list(self, name: str, version: str | None = None) -> list[dict]:
         """Events of a model (oldest first); with a version, its stage changes and alias moves."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,8 +131,6 @@ class RegistryStore(SqlRegistryStore):
     def __init__(self, db_uri: str, history: RegistryHistory):
         super().__init__(db_uri)
         self.history = history
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def _snapshot(self, name: str) -> Snapshot:
         with self.ManagedSessionMaker() as session:
@@ -149,16 +146,14 @@ class RegistryStore(SqlRegistryStore):
 
     @contextlib.contextmanager
     def _recorded(self, name: str) -> Iterator[None]:
-        # One change at a time per model, so that each diff belongs to exactly one request.
-        with self._locks_guard:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
+        # One change at a time per model (across workspace processes on PostgreSQL), so that each
+        # diff belongs to exactly one request.
+        with self.history.changing(name) as change:
             before = self._snapshot(name)
             yield
             events = changes(before, self._snapshot(name))
             caller = embed.CALLER.get()
-            self.history.record(name, events, caller.id if caller else None,
-                                caller.user_name if caller else "unknown")
+            change.record(events, caller.id if caller else None, caller.user_name if caller else "unknown")
 
     def create_model_version(self, name, source, run_id=None, tags=None, run_link=None, description=None,
                              local_model_path=None, model_id=None):
@@ -185,7 +180,8 @@ class RegistryStore(SqlRegistryStore):
             return super().delete_model_version(name, version)
 
     def rename_registered_model(self, name, new_name):
-        result = super().rename_registered_model(name, new_name)
-        self.history.rename(name, new_name)
+        with self.history.changing(name) as change:
+            result = super().rename_registered_model(name, new_name)
+            change.rename(new_name)
         return result
 
