@@ -116,6 +116,51 @@ def test_drag_and_drop_upload_then_browse_download_delete(page, w, unique):
     assert "FileStore" in page.locator("#dbfs-files a.dbfs-dir").all_inner_texts()
 
 
+def test_uploading_a_taken_name_keeps_both_files(page, w, unique):
+    """As Databricks' Upload Data: a file of the same name stays, the new one gets -1, -2, ... before
+    its extension, and the page says which name it got."""
+    sub = unique("again")
+    folder = f"/FileStore/ui-tests/{sub}"
+    first = RED.read_bytes()
+    w.dbfs.upload(f"{folder}/winequality_red.csv", RED.open("rb"))
+    page.goto("/data/upload")
+    page.fill("#upload-dir", f"ui-tests/{sub}")
+    page.set_input_files("#upload-input", [str(RED)])
+    expect(page.locator("#upload-list .upload-item.done")).to_have_count(1, timeout=120_000)
+    assert page.locator("#upload-list .upload-final").all_inner_texts() == ["winequality_red-1.csv"]
+    assert "Uploaded as winequality_red-1.csv" in page.locator("#upload-list .upload-state").inner_text()
+    assert page.locator("#renamed-list li").all_inner_texts() == [
+        "winequality-red.csv was renamed to winequality_red-1.csv"]
+    # The same file again, and two different files of one name dropped at the same time.
+    second = b"fixed acidity;quality\n7.4;5\n"
+    data_transfer = page.evaluate_handle(
+        """(texts) => { const dt = new DataTransfer();
+                        texts.forEach(t => dt.items.add(new File([t], "winequality_red.csv", {type: "text/csv"})));
+                        return dt; }""", [second.decode(), "other;quality\n1;7\n"])
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": data_transfer})
+    expect(page.locator("#upload-list .upload-item.done")).to_have_count(3)
+    assert page.locator("#upload-list .upload-item.failed").count() == 0
+    finals = page.locator("#upload-list .upload-item").evaluate_all("els => els.map(e => e.dataset.name)")
+    assert finals[0] == "winequality_red-1.csv" and sorted(finals[1:]) == ["winequality_red-2.csv",
+                                                                           "winequality_red-3.csv"]
+    shot(page, "data-upload-same-name")
+    listed = sorted(Path(f.path).name for f in w.dbfs.list(folder))
+    assert listed == ["winequality_red-1.csv", "winequality_red-2.csv", "winequality_red-3.csv",
+                      "winequality_red.csv"]
+    assert _dbfs_bytes(w, f"{folder}/winequality_red.csv") == first  # never overwritten
+    assert _dbfs_bytes(w, f"{folder}/winequality_red-1.csv") == first
+    assert sorted(_dbfs_bytes(w, f"{folder}/{n}") for n in finals[1:]) == sorted(
+        [second, b"other;quality\n1;7\n"])
+    # The snippets read the names the files got.
+    with page.expect_navigation():
+        page.click("#upload-next")
+    assert page.locator("#uploaded-files .uploaded-path").all_inner_texts() == [
+        f"dbfs:{folder}/{n}" for n in finals]
+    assert page.locator("#snippet-spark").inner_text().splitlines()[0] == (
+        f'df1 = spark.read.format("csv").option("header", "true").load("dbfs:{folder}/winequality_red-1.csv")')
+    assert page.console_errors == []
+
+
 def test_upload_refuses_traversal_and_needs_csrf(page, server):
     import requests
     from ui_support import csrf_of, session_cookies

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import threading
 from urllib.parse import quote, urlencode
 
 from fastapi import Form, Query, Request
@@ -25,6 +26,13 @@ MAX_SNIPPET_FILES = 100
 # Databricks' upload dialog renames what is not a letter, digit, '_' or '.' ("winequality-red.csv"
 # becomes "winequality_red.csv"), and the lab's notebooks read the renamed files.
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.]")
+# A name already taken keeps its file: the upload gets "-1", "-2", ... before its extension
+# (Databricks' "winequality_red-1.csv"). Names are chosen and installed under this lock, so two
+# uploads of one name into one folder at the same time get two names.
+_NAME_LOCK = threading.Lock()
+MAX_NAME_SUFFIX = 10_000
+# The names an upload can end up with (safe_name's, plus the clash suffix).
+_FINAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*(?:-\d+(?:\.[A-Za-z0-9_.]*)?)?")
 
 
 def upload_dir_for(me) -> str:  # noqa: ANN001
@@ -38,6 +46,29 @@ def safe_name(name: str) -> str:
     if not clean or set(clean) <= {"_", "."}:
         raise invalid(f"The file name {name[:100]!r} cannot be used.")
     return clean
+
+
+def with_suffix(name: str, n: int) -> str:
+    """name-n, before the extension: winequality_red.csv -> winequality_red-1.csv."""
+    stem, ext = posixpath.splitext(name)
+    return f"{stem}-{n}{ext}"
+
+
+def free_name(svc, folder: str, name: str) -> str:  # noqa: ANN001
+    """`name`, or the first of name-1, name-2, ... that is not taken in `folder`."""
+    try:
+        taken = {posixpath.basename(e.path) for e in svc.list(folder)}
+    except BrickyardError as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        taken = set()  # a new folder
+    if name not in taken:
+        return name
+    for n in range(1, MAX_NAME_SUFFIX):
+        candidate = with_suffix(name, n)
+        if candidate not in taken:
+            return candidate
+    raise BrickyardError("RESOURCE_ALREADY_EXISTS", f"{folder} already holds {MAX_NAME_SUFFIX} files named like {name}.")
 
 
 def target_dir(relative: str) -> str:
@@ -132,18 +163,23 @@ def upload_page(request: Request, me: UiUser, dir: str = ""):  # noqa: A002
 
 @router.post("/data/upload/file", dependencies=[CsrfProtect])
 async def upload_file(request: Request, me: UiUser, dir: str = "", name: str = ""):  # noqa: A002
-    """One file as the raw request body (the page's XHR, with upload progress); JSON answer."""
+    """One file as the raw request body (the page's XHR, with upload progress); JSON answer.
+
+    A file of the same name in the folder is kept: this one gets the first free name-N (chosen when
+    the upload is complete), and the answer says which.
+    """
     ws = workspace(request)
     svc = ws.services["dbfs"]
     try:
         folder = target_dir(dir or upload_dir_for(me))
-        final = safe_name(name)
+        clean = safe_name(name)
+        final = await run_in_threadpool(free_name, svc, folder, clean)
         path = f"{folder}/{final}"
         limit = ws.settings.max_request_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise BrickyardError("REQUEST_ENTITY_TOO_LARGE", f"{name} is larger than {limit} bytes.")
-        writer = svc.open_writer(path, True)
+        writer = svc.open_writer(path, False)  # never overwrites (also refuses a directory of that name)
         try:
             async for chunk in request.stream():
                 if chunk:
@@ -152,7 +188,8 @@ async def upload_file(request: Request, me: UiUser, dir: str = "", name: str = "
                         raise BrickyardError("REQUEST_ENTITY_TOO_LARGE", f"{name} is larger than {limit} bytes.")
             if declared.isdigit() and int(declared) != writer.size:
                 raise BrickyardError("MALFORMED_REQUEST", "The upload is shorter than its Content-Length.")
-            await run_in_threadpool(writer.commit)
+            final = await run_in_threadpool(_install, svc, writer, folder, clean)
+            path = f"{folder}/{final}"
         except ClientDisconnect:
             raise BrickyardError("MALFORMED_REQUEST", "The browser disconnected during the upload.") from None
         finally:
@@ -161,7 +198,17 @@ async def upload_file(request: Request, me: UiUser, dir: str = "", name: str = "
     except BrickyardError as exc:
         return JSONResponse({"error_code": exc.error_code, "message": exc.message}, status_code=exc.http_status)
     return JSONResponse({"path": f"dbfs:{path}", "name": final, "original": name, "renamed": final != name,
-                         "size": size})
+                         "kept_existing": final != clean, "size": size})
+
+
+def _install(svc, writer, folder: str, clean: str) -> str:  # noqa: ANN001
+    """Commit the upload under the first free name (another upload may have taken the one chosen at
+    its start); the name it got."""
+    with _NAME_LOCK:
+        final = free_name(svc, folder, clean)
+        writer.path = f"{folder}/{final}"  # the temp file is installed under its path at commit
+        writer.commit()
+    return final
 
 
 def snippets(paths: list[str]) -> dict:
@@ -201,7 +248,8 @@ def upload_done(request: Request, me: UiUser, dir: str = "",  # noqa: A002
         return redirect(request, "/data/upload", "Upload some files first.", "info")
     paths = []
     for name in file[:MAX_SNIPPET_FILES]:
-        path = f"{folder}/{safe_name(name)}"
+        # The names the uploads answered with (a "-1" clash suffix included); others as upload renames them.
+        path = f"{folder}/{name if _FINAL_NAME.fullmatch(name) else safe_name(name)}"
         svc.get_status(path)  # each file must be there
         paths.append(path)
     return render(request, "data/done.html", active="data", folder=folder, snippet=snippets(paths),

@@ -90,7 +90,13 @@
           item.classList.add("done");
           item.setAttribute("data-path", body.path);
           item.setAttribute("data-name", body.name);
-          state.textContent = "Uploaded ✓";
+          // The name the file got: a name already taken in the folder keeps its file, and this one
+          // gets "-1", "-2", ... before its extension.
+          state.textContent = body.renamed ? "Uploaded as " : "Uploaded ✓";
+          if (body.renamed) {
+            state.appendChild(el("span", "mono upload-final", body.name));
+            state.appendChild(document.createTextNode(" ✓"));
+          }
           addUploaded(body.name);
           if (body.renamed) {
             renamed.classList.remove("hidden");
