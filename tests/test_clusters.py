@@ -80,8 +80,17 @@ def test_single_node_lifecycle(server, w, unique):
         messages = [e["details"].get("message", "") for e in raw]
         assert any("served by 17.3.x-cpu-ml-scala2.13" in m for m in messages)
         assert any("this host gives" in m for m in messages)  # Standard_DS3_v2 capped to the host
+        # Pinning shows who pinned it (the raw ClusterInfo) and in the SDK's is_pinned listing filter.
+        pinned = compute.ListClustersFilterBy(is_pinned=True)
+        assert cid not in {c.cluster_id for c in w.clusters.list(filter_by=pinned)}
         w.clusters.pin(cid)
+        raw = server.api("GET", "/api/2.1/clusters/get", params={"cluster_id": cid}).json()
+        assert raw["pinned_by_user_name"] == "admin"
+        assert cid in {c.cluster_id for c in w.clusters.list(filter_by=pinned)}
         w.clusters.unpin(cid)
+        raw = server.api("GET", "/api/2.1/clusters/get", params={"cluster_id": cid}).json()
+        assert "pinned_by_user_name" not in raw
+        assert cid not in {c.cluster_id for c in w.clusters.list(filter_by=pinned)}
         w.clusters.restart_and_wait(cid, timeout=timedelta(minutes=5))
         info2 = json.loads((server.settings.home / "clusters" / cid / "driver.json").read_text())
         assert info2["pid"] != info["pid"]

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request
 
 from brickyard.api.deps import Body, CurrentUser, WorkspaceDep, query_or_body
 from brickyard.compute import catalog
+from brickyard.errors import invalid
 
 router = APIRouter(tags=["clusters"])
 
@@ -61,8 +62,16 @@ def get(request: Request, body: Body, me: CurrentUser, ws: WorkspaceDep) -> dict
     return _svc(ws).get(query_or_body(request, body).get("cluster_id"))
 
 
-def list_clusters(me: CurrentUser, ws: WorkspaceDep) -> dict:
-    return {"clusters": _svc(ws).list()}
+def list_clusters(request: Request, me: CurrentUser, ws: WorkspaceDep) -> dict:
+    """`filter_by.cluster_states`, `filter_by.cluster_sources` (repeated) and `filter_by.is_pinned` as the SDK
+    sends them (nested query fields flattened with dots)."""
+    params = request.query_params
+    pinned = params.get("filter_by.is_pinned")
+    if pinned is not None and pinned.lower() not in ("true", "false"):
+        raise invalid("filter_by.is_pinned must be true or false.")
+    return {"clusters": _svc(ws).list(states=params.getlist("filter_by.cluster_states"),
+                                      sources=params.getlist("filter_by.cluster_sources"),
+                                      pinned=None if pinned is None else pinned.lower() == "true")}
 
 
 def events(body: Body, me: CurrentUser, ws: WorkspaceDep) -> dict:

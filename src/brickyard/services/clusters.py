@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from brickyard.compute import catalog
 from brickyard.compute.launcher import ClusterProcesses, Launcher, LaunchError
@@ -98,6 +98,16 @@ class ClusterService:
             spec["driver_node_type_id"] = spec["node_type_id"]
         spec["driver_node_type_id"] = spec.get("driver_node_type_id") or spec.get("node_type_id")
 
+    @staticmethod
+    def may_manage(caller: Principal | None, cluster: Cluster) -> bool:
+        """Databricks' Can Manage without a cluster ACL: the creator and admins (None: the workspace itself)."""
+        return caller is None or caller.is_admin or caller.id == cluster.creator_user_id
+
+    def _require_manage(self, caller: Principal | None, cluster: Cluster, action: str) -> None:
+        if not self.may_manage(caller, cluster):
+            raise denied(f"User {caller.user_name} does not have permission to {action} cluster "
+                         f"{cluster.cluster_id}: only its creator ({cluster.creator_user_name}) or an admin may.")
+
     def check_attach(self, caller: Principal, cluster_id: object) -> None:
         """A single-user cluster runs code of its assigned user only (admins included, as on Databricks)."""
         with self.store.session() as sess:
@@ -132,9 +142,12 @@ class ClusterService:
         return cluster_id
 
     def edit(self, caller: Principal, body: dict) -> None:
+        with self.store.session() as sess:
+            self._require_manage(caller, self._get(sess, body.get("cluster_id")), "edit")
         spec, notes = cluster_spec.normalize(body)
         with self.store.session() as sess:
             cluster = self._get(sess, body.get("cluster_id"))
+            self._require_manage(caller, cluster, "edit")
             self._apply_pools(sess, spec)
             if cluster.state not in (RUNNING, TERMINATED, ERROR):
                 raise BrickyardError("INVALID_STATE",
@@ -155,9 +168,12 @@ class ClusterService:
         if restart:
             self._submit(cluster.cluster_id, self._do_restart)
 
-    def start(self, caller: Principal, cluster_id: object) -> None:
+    def start(self, caller: Principal | None, cluster_id: object) -> None:
+        """Start a terminated cluster; a job's run starts its existing cluster as the job's user (Databricks: the
+        job owner needs Can Restart on it)."""
         with self.pools.lock, self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
+            self._require_manage(caller, cluster, "start")
             if cluster.state in ACTIVE_STATES:
                 if cluster.state == RUNNING:
                     return
@@ -168,12 +184,13 @@ class ClusterService:
             cluster.state, cluster.state_message = PENDING, "Starting Spark"
             cluster.start_time, cluster.terminated_time, cluster.termination_reason = now_ms(), None, None
             cluster.last_activity_time = now_ms()
-            self.event(sess, cluster.cluster_id, "STARTING", user=caller.user_name)
+            self.event(sess, cluster.cluster_id, "STARTING", user=caller.user_name if caller else None)
         self._submit(cluster_id, self._do_start)
 
     def restart(self, caller: Principal, cluster_id: object) -> None:
         with self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
+            self._require_manage(caller, cluster, "restart")
             if cluster.state != RUNNING:
                 raise BrickyardError("INVALID_STATE",
                                      f"Cluster {cluster_id} is in unexpected state {cluster.state}; only a RUNNING "
@@ -183,8 +200,10 @@ class ClusterService:
         self._submit(cluster_id, self._do_restart)
 
     def terminate(self, caller: Principal | None, cluster_id: object, why: dict | None = None) -> None:
+        """Terminate; caller None is the workspace itself (auto-termination, a job's own cluster)."""
         with self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
+            self._require_manage(caller, cluster, "terminate")
             if cluster.state in (TERMINATED, TERMINATING, ERROR):
                 return
             cluster.state, cluster.state_message = TERMINATING, "Terminating"
@@ -197,6 +216,7 @@ class ClusterService:
     def permanent_delete(self, caller: Principal, cluster_id: object) -> None:
         with self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
+            self._require_manage(caller, cluster, "permanently delete")
             cluster.deleted = True
             cluster.cluster_name = f"{cluster.cluster_name}#deleted-{cluster.cluster_id}"
         self._submit(cluster_id, self._do_stop_and_remove)
@@ -204,6 +224,7 @@ class ClusterService:
     def resize(self, caller: Principal, body: dict) -> None:
         with self.store.session() as sess:
             cluster = self._get(sess, body.get("cluster_id"))
+            self._require_manage(caller, cluster, "resize")
             if cluster.state != RUNNING:
                 raise BrickyardError("INVALID_STATE", f"Cluster {cluster.cluster_id} is in unexpected state "
                                      f"{cluster.state}; only a RUNNING cluster can be resized.")
@@ -224,8 +245,12 @@ class ClusterService:
         self._submit(cluster.cluster_id, self._do_resize)
 
     def set_pinned(self, caller: Principal, cluster_id: object, pinned: bool) -> None:
+        """Pin or unpin: workspace admins only, as on Databricks."""
         with self.store.session() as sess:
             cluster = self._get(sess, cluster_id)
+            if not caller.is_admin:
+                raise denied(f"User {caller.user_name} cannot {'pin' if pinned else 'unpin'} cluster "
+                             f"{cluster.cluster_id}: only workspace admins pin or unpin clusters.")
             cluster.pinned = pinned
             self.event(sess, cluster.cluster_id, "PINNED" if pinned else "UNPINNED", user=caller.user_name)
 
@@ -245,9 +270,9 @@ class ClusterService:
 
         Only the cluster's creator or an admin may read it (Databricks: Can Manage).
         """
-        cluster = self.get(cluster_id)
-        if not (caller.is_admin or cluster.get("creator_user_name") == caller.user_name):
-            raise denied(f"Only the creator of cluster {cluster_id} or an admin may read its driver logs.")
+        with self.store.session() as sess:
+            if not self.may_manage(caller, self._get(sess, cluster_id)):
+                raise denied(f"Only the creator of cluster {cluster_id} or an admin may read its driver logs.")
         candidates = []
         procs = self.procs.get(cluster_id)
         if procs is not None and procs.extra.get("instance_dir"):  # a driver adopted from an instance pool
@@ -265,10 +290,19 @@ class ClusterService:
             return (text.split("\n", 1)[-1] if size > max_bytes else text), size
         return "", 0
 
-    def list(self) -> list[dict]:
+    def list(self, states: list[str] | None = None, sources: list[str] | None = None,
+             pinned: bool | None = None) -> list[dict]:
+        """Every cluster, newest first; optionally only those in `states`, from `sources`, (un)pinned
+        (the SDK's ListClustersFilterBy)."""
+        query = select(Cluster).where(Cluster.deleted.is_(False))
+        if states:
+            query = query.where(Cluster.state.in_(states))
+        if sources:
+            query = query.where(Cluster.cluster_source.in_(sources))
+        if pinned is not None:
+            query = query.where(Cluster.pinned.is_(pinned))
         with self.store.session() as sess:
-            rows = sess.scalars(select(Cluster).where(Cluster.deleted.is_(False)).order_by(Cluster.start_time.desc()))
-            return [self.describe(c) for c in rows]
+            return [self.describe(c) for c in sess.scalars(query.order_by(Cluster.start_time.desc()))]
 
     def events(self, body: dict) -> dict:
         limit = body.get("limit", 50)
@@ -322,7 +356,7 @@ class ClusterService:
             "is_single_node": cluster_spec.mode_of(spec) == cluster_spec.SINGLE_NODE,
         })
         if c.pinned:
-            out["pinned_by_user_name"] = c.creator_user_name
+            out["pinned_by_user_name"] = self._pinned_by(c)
         if c.terminated_time:
             out["terminated_time"] = c.terminated_time
         if c.last_restarted_time:
@@ -339,6 +373,13 @@ class ClusterService:
             out["spark_ui_url"] = runtime.get("spark_ui_url")
             out["num_workers"] = spec.get("num_workers", workers) if not spec.get("autoscale") else workers
         return out
+
+    def _pinned_by(self, c: Cluster) -> str:
+        """Who pinned the cluster: the user of its latest PINNED event."""
+        details = object_session(c).scalars(select(ClusterEvent.details).where(
+            ClusterEvent.cluster_id == c.cluster_id, ClusterEvent.type == "PINNED",
+        ).order_by(ClusterEvent.id.desc()).limit(1)).first()
+        return (json.loads(details).get("user") if details else None) or c.creator_user_name
 
     # ---- the supervisor ------------------------------------------------------------------
     def _submit(self, cluster_id: str, fn) -> None:  # noqa: ANN001
