@@ -355,6 +355,15 @@ def test_registry_history_with_two_workspace_processes(postgres, tmp_path):  # n
         for version in versions:
             mine = [(f, t) for v, f, t, _ in got if v == version]
             assert mine == [(f, t) for v, f, t, _ in expected if v == version]
+        # A rename in one process moves the history (in the transaction holding the model's lock).
+        call(servers[0], "mlflow/registered-models/rename", name=model, new_name=model + "-renamed")
+        moved = requests.get(f"{servers[1].url}/api/2.0/mlflow/brickyard/registered-models/history",
+                             params={"name": model + "-renamed"}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                             timeout=60).json()["events"]
+        assert [e["id"] for e in moved] == [e["id"] for e in events]
+        db = url.rsplit("/", 1)[1]
+        assert postgres.query(db, "SELECT count(*) FROM mlflow_registry_events WHERE model_name = %s",
+                              (model,)) == [(0,)]
     finally:
         for srv in servers:
             srv.stop()
