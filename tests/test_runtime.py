@@ -240,6 +240,36 @@ def test_secrets_are_redacted_in_every_channel(w, cluster_id, ctx, scope):
                                     f"'{scope}' in [s.name for s in dbutils.secrets.listScopes()])") == "['pw'] True"
 
 
+def test_binary_secrets_are_redacted_as_printed(w, cluster_id, ctx, scope):
+    """getBytes of a value that is not UTF-8: its repr, decodings and readable parts never reach output."""
+    raw = b"\xff\xfeBinary-Secret-\x00\x80tail-part"
+    w.secrets.put_secret(scope, "bin", bytes_value=b64(raw))
+    w.secrets.put_secret(scope, "utf8", bytes_value=b64("pässwörd-ümlaut".encode()))
+    out = text(w, cluster_id, ctx, f"""
+b = dbutils.secrets.getBytes('{scope}', 'bin')
+u = dbutils.secrets.getBytes('{scope}', 'utf8')
+print(b)
+print([b])
+print(b.decode('latin-1'))
+print(b.decode('utf-8', 'replace'))
+print(b.decode('utf-8', 'ignore'))
+print(b[2:16], b[2:16].decode(), b[-9:].decode())
+print(b.hex())
+print(u)
+print(u.decode())
+print(len(b), 'Binary', b[:2])
+""")
+    assert out.splitlines() == [
+        "b'[REDACTED]'", "[b'[REDACTED]']", "[REDACTED]", "[REDACTED]", "[REDACTED]",
+        "b'[REDACTED]' [REDACTED] [REDACTED]", "[REDACTED]", "b'[REDACTED]'", "[REDACTED]",
+        # Short pieces are not hidden: they are too common in ordinary output.
+        "27 Binary b'\\xff\\xfe'"]
+    assert text(w, cluster_id, ctx, "b") == "b'[REDACTED]'"
+    r = run(w, cluster_id, ctx, "raise ValueError(b)")
+    assert r.result_type == compute.ResultType.ERROR and "Binary-Secret" not in r.summary + (r.cause or "")
+    assert "[REDACTED]" in r.summary
+
+
 def test_secret_acls_are_the_users_own(server, w, cluster_id, scope, unique):
     name = unique("rtuser")
     _, token = server.new_user(name)
