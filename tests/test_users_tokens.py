@@ -124,10 +124,28 @@ def test_token_management_on_behalf_of(server, w, unique):
     uid, _ = server.new_user(name)
     created = w.token_management.create_obo_token(application_id=name, lifetime_seconds=600, comment="for ci")
     assert server.client(token=created.token_value).current_user.me().user_name == name
+    admin_id = int(w.current_user.me().id)
+    # TokenInfo: owner_id is the user the token is for; created_by_id and created_by_username both name
+    # the admin who created it (Databricks' token management).
+    assert created.token_info.owner_id == int(uid)
+    assert (created.token_info.created_by_id, created.token_info.created_by_username) == (admin_id, "admin")
     listed = [t for t in w.token_management.list() if t.token_id == created.token_info.token_id]
-    assert listed and listed[0].created_by_username == name
+    assert len(listed) == 1
+    assert (listed[0].owner_id, listed[0].created_by_id, listed[0].created_by_username) == (
+        int(uid), admin_id, "admin")
+    # The filters name the creator too, by id or by name, and agree with each other.
+    by_name = {t.token_id for t in w.token_management.list(created_by_username="admin")}
+    by_id = {t.token_id for t in w.token_management.list(created_by_id=admin_id)}
+    assert created.token_info.token_id in by_name and by_name == by_id
+    assert created.token_info.token_id not in {t.token_id for t in w.token_management.list(created_by_username=name)}
+    # A token the user made for themselves: owner and creator are the same user.
+    own = server.client(token=created.token_value).tokens.create(comment="own", lifetime_seconds=600)
+    mine = [t for t in w.token_management.list(created_by_username=name) if t.token_id == own.token_info.token_id]
+    assert len(mine) == 1 and (mine[0].owner_id, mine[0].created_by_id) == (int(uid), int(uid))
+    assert mine[0].created_by_username == name
     got = w.token_management.get(created.token_info.token_id)
     assert got.token_info.comment == "for ci"
+    assert (got.token_info.owner_id, got.token_info.created_by_username) == (int(uid), "admin")
     w.token_management.delete(created.token_info.token_id)
     assert server.api("GET", "/api/2.0/token/list", token=created.token_value).status_code == 401
     r = server.api("POST", "/api/2.0/token-management/on-behalf-of/tokens", json={"application_id": "nobody"})

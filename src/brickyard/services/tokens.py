@@ -5,7 +5,7 @@ import re
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased, object_session
 
 from brickyard.errors import BrickyardError, invalid, not_found, unauthenticated
 from brickyard.secrets.crypto import Keyring
@@ -22,6 +22,12 @@ def new_token_value() -> str:
 
 
 def token_info(tok: Token, owner: User | None = None) -> dict:
+    """The SDK's TokenInfo; with the owner (token management) also who owns it and who created it.
+
+    `owner_id` is the user the token authenticates as; `created_by_id` / `created_by_username` both name
+    the user who created it (an admin, for an on-behalf-of token). The creator is read in the token's
+    session; a creator since deleted leaves `created_by_username` out.
+    """
     info = {
         "token_id": tok.token_id,
         "creation_time": tok.creation_time,
@@ -29,13 +35,12 @@ def token_info(tok: Token, owner: User | None = None) -> dict:
         "comment": tok.comment,
     }
     if owner is not None:
-        info.update(
-            {
-                "owner_id": owner.id,
-                "created_by_id": tok.created_by_id,
-                "created_by_username": owner.user_name,
-            }
-        )
+        info.update({"owner_id": owner.id, "created_by_id": tok.created_by_id})
+        sess = object_session(tok)
+        creator = owner if tok.created_by_id == owner.id else (
+            sess.get(User, tok.created_by_id) if sess is not None else None)
+        if creator is not None:
+            info["created_by_username"] = creator.user_name
     return info
 
 
@@ -119,12 +124,15 @@ class TokenService:
         self, sess: Session, caller: Principal, created_by_id: int | None = None,
         created_by_username: str | None = None,
     ) -> list[tuple[Token, User]]:
+        """Every user's tokens with their owners; the filters name the tokens' creator (as in the SDK)."""
         caller.require_admin()
         query = select(Token, User).join(User, Token.user_id == User.id).order_by(Token.creation_time)
         if created_by_id is not None:
             query = query.where(Token.created_by_id == created_by_id)
         if created_by_username:
-            query = query.where(User.user_name == created_by_username)
+            creator = aliased(User)
+            query = query.join(creator, Token.created_by_id == creator.id).where(
+                creator.user_name == created_by_username)
         return [(t, u) for t, u in sess.execute(query)]
 
     def get_any(self, sess: Session, caller: Principal, token_id: str) -> tuple[Token, User]:
