@@ -70,8 +70,21 @@ ERROR_HANDLERS = (
 )
 
 
+def _collapse_leading_slashes(scope: Scope) -> None:
+    """`https://host//api/2.0/clusters/list` (a host ending in '/' joined to '/api/...', as the seed lab's own
+    curl calls do) is routed as `/api/2.0/clusters/list`, as Databricks does. Only the leading run of slashes
+    is collapsed: slashes inside a path (a DBFS or artifact path) are the route's business."""
+    path = scope.get("path", "")
+    if path.startswith("//"):
+        scope["path"] = "/" + path.lstrip("/")
+        raw = scope.get("raw_path")
+        if isinstance(raw, bytes) and raw.startswith(b"//"):
+            scope["raw_path"] = b"/" + raw.lstrip(b"/")
+
+
 class RequestContext:
-    """A request id on every request and response, the workspace's body limit, the last line of defence.
+    """A request id on every request and response, the workspace's body limit, the last line of defence;
+    repeated leading slashes of the path collapsed before routing.
 
     Plain ASGI rather than an `http` middleware: no extra task and body streams per request.
     """
@@ -81,6 +94,8 @@ class RequestContext:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            _collapse_leading_slashes(scope)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
