@@ -242,9 +242,12 @@ class Frame:
         return True
 
     def _md(self, args: str, body: str) -> None:
-        from IPython.display import Markdown, display
+        from IPython.display import display
 
-        display(Markdown((args + "\n" + body) if args else body))
+        text = (args + "\n" + body) if args else body
+        # The plain-text form is the Markdown itself (not "<IPython.core.display.Markdown object>"): it is
+        # what text-only views (the Command Execution API, an HTML export) show.
+        display({"text/markdown": text, "text/plain": text}, raw=True)
 
     _md_sandbox = _md
 
