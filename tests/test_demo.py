@@ -109,6 +109,35 @@ def test_a_used_home_is_refused_at_the_first_step(tmp_path):
     assert "FAILED at step 'start the workspace'" in proc.stdout and "not empty" in proc.stdout
 
 
+def test_a_step_not_done_makes_the_demo_exit_1_naming_it(tmp_path):
+    """A lab the workspace could only partly do is not a success: the other steps still run, then the
+    demo ends with status 1 and a line naming what was not done. (The steps here stand in for a
+    workspace without a Libraries API; the reporting and exit status are the demo's own.)"""
+    import io
+
+    from brickyard import demo
+
+    ran = []
+
+    steps = ("start", "secrets", "cluster", "notebooks", "upload", "job", "check", "results")
+
+    class Partial(demo.Demo):
+        def library(self) -> None:
+            raise demo.Unavailable("the workspace has no Libraries API")
+
+    for name in steps:
+        setattr(Partial, name, lambda self, step=name: ran.append(step))
+
+    out = io.StringIO()
+    code = Partial(demo.Options(home=tmp_path), out).run_all()
+    text = out.getvalue()
+    assert code == 1, text
+    assert ran == list(steps), text
+    assert "UNAVAILABLE: the workspace has no Libraries API" in text
+    assert "INCOMPLETE: not done: install the mlflow library on the cluster" in text
+    assert "ran end to end" not in text
+
+
 def test_bad_sweep_size_is_refused():
     proc = run_demo("--max-evals", "0")
     assert proc.returncode == 2 and "--max-evals" in proc.stderr
@@ -165,23 +194,36 @@ def _processes_under(base: Path) -> list[str]:
 @pytest.mark.timeout(DEMO_BUDGET_SECONDS + 300)
 def test_the_lab_runs_end_to_end(tmp_path):
     t0 = time.monotonic()
-    # The job's own timeout comes first, so a stuck notebook fails the demo naming its command.
+    # The job's own timeout comes first, so a stuck notebook fails the demo naming its command; the
+    # subprocess timeout only guards against a hang (the time taken is printed, not asserted).
     proc = run_demo("--home", str(tmp_path / "demo"), "--job-timeout", str(DEMO_BUDGET_SECONDS - 300),
                     timeout=DEMO_BUDGET_SECONDS + 120)
-    elapsed = time.monotonic() - t0
+    print(f"the demo took {time.monotonic() - t0:.0f} s (budget {DEMO_BUDGET_SECONDS} s)")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr[-3000:] + _log_tails(tmp_path / "demo")
-    assert elapsed <= DEMO_BUDGET_SECONDS, f"the demo took {elapsed:.0f} s:\n{out}"
     for n in range(1, 10):
         assert f"[{n}/9]" in out
-    assert "UNAVAILABLE" not in out, out
+    assert "UNAVAILABLE" not in out and "INCOMPLETE" not in out, out
+    # The notebook picks per-user names (the demo runs as admin) and says so in its exit value.
+    params = re.search(r"parameters: (\{.*\})", out)
+    assert params and "model_name" not in params[1] and "endpoint_name" not in params[1], out
+    assert '"model_name": "admin_wine_quality"' in out and '"endpoint_name": "admin-wine-quality"' in out, out
     assert re.search(r"RUNNING \(\d+ s, command \d+ of \d+\)", out), out  # the job's progress
     aucs = re.search(r"AUC: random forest (\d\.\d+), tuned xgboost (\d\.\d+)", out)
     assert aucs and float(aucs[1]) >= 0.85 and float(aucs[2]) >= float(aucs[1]), out
-    assert "registry: wine_quality v1 Archived, v2 Production" in out
+    assert "registry: admin_wine_quality v1 Archived, v2 Production" in out
     assert "6497 rows, all scored" in out
-    assert re.search(r"endpoint wine-quality answered \d\.\d{3}, \d\.\d{3}, \d\.\d{3}", out), out
-    for label in ("run HTML", "MLflow experiment", "serving endpoint"):
-        assert re.search(rf"{label}:\s+http://127\.0\.0\.1:\d+/", out), label
+    assert re.search(r"endpoint admin-wine-quality answered \d\.\d{3}, \d\.\d{3}, \d\.\d{3}", out), out
+    # The printed URLs: browser pages (checked by the demo with a signed-in web session), then the
+    # scoring URL for curl, and the saved HTML.
+    host = r"http://127\.0\.0\.1:\d+"
+    for label, shape in (("run page", r"/jobs/runs/\d+"), ("MLflow experiment", r"/ml/#/experiments/\d+"),
+                         ("serving endpoint", r"/serving/endpoints/admin-wine-quality"),
+                         ("scoring URL (POST)", r"/serving-endpoints/admin-wine-quality/invocations")):
+        assert re.search(rf"^  {re.escape(label)}:\s+{host}{shape}$", out, re.M), (label, out)
+    assert "/api/2.0/jobs/runs/export" not in out
+    assert "signed in to the web UI with the token: run page, MLflow experiment, serving endpoint open" in out
+    saved = re.search(r"^  run HTML \(saved\):\s+(\S+)$", out, re.M)
+    assert saved and Path(saved[1]) == tmp_path / "demo" / "FullExperiment-run.html", out
     html = (tmp_path / "demo" / "FullExperiment-run.html").read_text()
     assert "FullExperiment" in html and len(html) > 10_000

@@ -3,7 +3,8 @@
 Every step talks to the workspace over HTTP with the real clients (databricks-sdk, mlflow,
 requests) and a token, like the lab's attendee clicking through it: secret scope, cluster and
 its library, notebook imports, data upload, the experiment run as a job, then checks of what it
-produced. A failing step ends the demo with exit status 1 and names the step.
+produced. A failing step ends the demo with exit status 1 and names the step; so does a lab the
+workspace could only partly do (a step "unavailable"), once the other steps have run.
 """
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 LAB = Path(__file__).resolve().parents[2] / "examples" / "wine-lab"
 SCOPE = "wine-lab"
 CONTAINER = "winelab"
-MODEL = "wine_quality"
-ENDPOINT = "wine-quality"
 DATA_FILES = {"winequality-red.csv": "winequality_red.csv", "winequality-white.csv": "winequality_white.csv"}
 ROWS = 6497
 MIN_BASELINE_AUC = 0.85
@@ -312,8 +312,10 @@ class Demo:
     def job(self) -> None:
         from databricks.sdk.service.jobs import NotebookTask, RunLifeCycleState, SubmitTask
 
-        params = {"secret_scope": SCOPE, "storage_container": CONTAINER, "model_name": MODEL,
-                  "endpoint_name": ENDPOINT, "max_evals": str(self.opts.max_evals), "parallelism": "2"}
+        # The model and endpoint names are left to the notebook: per user (<user>_wine_quality,
+        # <user>-wine-quality), so attendees of one workspace do not overwrite each other's.
+        params = {"secret_scope": SCOPE, "storage_container": CONTAINER, "max_evals": str(self.opts.max_evals),
+                  "parallelism": "2"}
         self.report.progress(f"parameters: {json.dumps(params)}")
         waiter = self.w.jobs.submit(run_name="wine-lab: FullExperiment", tasks=[SubmitTask(
             task_key="experiment", existing_cluster_id=self.cluster_id, timeout_seconds=self.opts.job_timeout,
@@ -339,7 +341,8 @@ class Demo:
                 break
             time.sleep(2)
         self.run = run
-        self.outcome.urls["run page"] = run.run_page_url
+        # The run's page in the web UI (run_page_url is the same page as a Databricks hash route).
+        self.outcome.urls["run page"] = f"{self.host}/jobs/runs/{run.run_id}"
         task_run = run.tasks[0].run_id
         output = self.w.jobs.get_run_output(task_run)
         if run.state.result_state is None or run.state.result_state.value != "SUCCESS":
@@ -378,13 +381,15 @@ class Demo:
 
         os.environ["MLFLOW_TRACKING_TOKEN"] = self.token
         client = MlflowClient(tracking_uri=self.host, registry_uri=self.host)
-        stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{MODEL}'")}
+        model = value.get("model_name")
+        _expect(isinstance(model, str) and model != "", f"the notebook's exit value names no model: {value}")
+        stages = {v.version: v.current_stage for v in client.search_model_versions(f"name='{model}'")}
         old, new = str(value.get("baseline_version")), str(value.get("tuned_version"))
         _expect(stages.get(old) == "Archived" and stages.get(new) == "Production",
                 f"expected version {old} Archived and {new} Production; the registry has {stages}")
         if self.embedded is not None:
             _expect(sorted(stages) == ["1", "2"], f"a fresh workspace should hold versions 1 and 2: {stages}")
-        self.report.progress(f"registry: {MODEL} " + ", ".join(f"v{k} {v}" for k, v in sorted(stages.items())))
+        self.report.progress(f"registry: {model} " + ", ".join(f"v{k} {v}" for k, v in sorted(stages.items())))
         experiment = client.get_experiment(value["experiment_id"])
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         self.outcome.urls["MLflow experiment"] = f"{self.host}/ml/#/experiments/{experiment.experiment_id}"
@@ -414,7 +419,8 @@ class Demo:
             self.outcome.unavailable.append("serving endpoint")
             self.report.progress(f"{UNAVAILABLE_MARK} the workspace has no serving endpoints API yet")
             return
-        name = value.get("endpoint_name") or ENDPOINT
+        name = value.get("endpoint_name")
+        _expect(isinstance(name, str) and name != "", f"the notebook's exit value names no endpoint: {value}")
         endpoint = self.w.serving_endpoints.get(name)
         _expect(endpoint.state is not None and endpoint.state.ready is not None
                 and endpoint.state.ready.value == "READY", f"endpoint {name} is not READY: {endpoint.state}")
@@ -423,7 +429,9 @@ class Demo:
         preds = answer.predictions or []
         _expect(len(preds) == 3 and all(0.0 <= float(p) <= 1.0 for p in preds),
                 f"endpoint {name} answered {preds!r} for 3 rows")
-        self.outcome.urls["serving endpoint"] = f"{self.host}/serving-endpoints/{name}/invocations"
+        quoted = quote(name, safe="")
+        self.outcome.urls["serving endpoint"] = f"{self.host}/serving/endpoints/{quoted}"
+        self.outcome.urls["scoring URL (POST)"] = f"{self.host}/serving-endpoints/{quoted}/invocations"
         self.report.progress(f"endpoint {name} answered {', '.join(f'{float(p):.3f}' for p in preds)}")
 
     def _save_run_html(self) -> Path | None:
@@ -440,9 +448,38 @@ class Demo:
 
     def results(self) -> None:
         html = self._save_run_html()
-        task_run = self.run.tasks[0].run_id
-        self.outcome.urls["run HTML"] = f"{self.host}/api/2.0/jobs/runs/export?run_id={task_run}"
-        self.outcome.urls["run HTML (saved)"] = str(html)
+        _expect(html is not None, "the run's notebook could not be exported as HTML", STEPS[8])
+        urls = self.outcome.urls
+        order = ("run page", "MLflow experiment", "serving endpoint", "scoring URL (POST)")
+        self.outcome.urls = {k: urls[k] for k in order if k in urls} | {"run HTML (saved)": str(html)}
+        self._check_pages()
+
+    def _check_pages(self) -> None:
+        """The printed pages open in a browser: sign in with the token (the login page's Token tab), GET each."""
+        import re
+
+        import requests
+
+        web = requests.Session()
+        form = web.get(f"{self.host}/login", timeout=60)
+        nonce = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        _expect(form.status_code == 200 and nonce is not None,
+                f"the web UI's sign-in page did not open (HTTP {form.status_code})", STEPS[8])
+        signed = web.post(f"{self.host}/login", timeout=60, allow_redirects=False,
+                          data={"method": "token", "token": self.token, "login_token": nonce[1], "next": "/"})
+        _expect(signed.status_code == 303, f"signing in to the web UI with the token failed "
+                                           f"(HTTP {signed.status_code})", STEPS[8])
+        opened = []
+        for label in ("run page", "MLflow experiment", "serving endpoint"):
+            url = self.outcome.urls.get(label)
+            if url is None:
+                continue
+            page = web.get(url.split("#")[0], timeout=60, allow_redirects=False)
+            _expect(page.status_code == 200 and page.headers.get("content-type", "").startswith("text/html"),
+                    f"the {label} {url} does not open in a browser: HTTP {page.status_code} "
+                    f"{page.headers.get('content-type')}", STEPS[8])
+            opened.append(label)
+        self.report.progress(f"signed in to the web UI with the token: {', '.join(opened)} open (HTTP 200)")
 
     # -- the whole demo --------------------------------------------------------------------
     def run_all(self) -> int:
@@ -470,15 +507,24 @@ class Demo:
                 say(f"(files of this demo: {self.base})")
             self._finish()
             return 1
-        say(f"\nThe lab ran end to end in {time.monotonic() - self.report.started:.0f} s.")
+        elapsed = time.monotonic() - self.report.started
+        missing = self.outcome.unavailable
+        if missing:
+            say(f"\nThe lab ran in {elapsed:.0f} s, but not all of it.")
+        else:
+            say(f"\nThe lab ran end to end in {elapsed:.0f} s.")
         for label, url in self.outcome.urls.items():
             say(f"  {label + ':':20} {url}")
-        if self.outcome.unavailable:
-            say(f"  not available in this workspace yet: {', '.join(self.outcome.unavailable)}")
+        if "scoring URL (POST)" in self.outcome.urls:
+            say(f"  (score rows with: curl -H \"Authorization: Bearer $DATABRICKS_TOKEN\" -H 'Content-Type: "
+                f"application/json' -d '{{\"dataframe_records\": [...]}}' {self.outcome.urls['scoring URL (POST)']})")
         if self.embedded is not None:
             say(f"\n  export DATABRICKS_HOST={self.host}\n  export DATABRICKS_TOKEN={self.token}")
+        if missing:
+            say(f"\nINCOMPLETE: not done: {', '.join(missing)} (this workspace could not do "
+                f"{'it' if len(missing) == 1 else 'them'}; see the {UNAVAILABLE_MARK} lines above). Exit status 1.")
         self._finish()
-        return 0
+        return 1 if missing else 0
 
     def _finish(self, interrupted: bool = False) -> None:
         if self.embedded is None:
@@ -494,9 +540,9 @@ class Demo:
         self.embedded.stop()
 
 
-def _expect(condition: bool, message: str) -> None:
+def _expect(condition: bool, message: str, step: str = STEPS[7]) -> None:
     if not condition:
-        raise StepFailed(STEPS[7], message)
+        raise StepFailed(step, message)
 
 
 def _b64(path: Path) -> str:
@@ -522,7 +568,8 @@ def _interrupt(signum, frame) -> None:  # noqa: ANN001
 
 
 def main(opts: Options, out=sys.stdout) -> int:  # noqa: ANN001
-    """Run the demo; 0 when every step passed, 1 when one failed (named in the output), 130 when stopped.
+    """Run the demo; 0 when every step passed, 1 when one failed or could not be done (named in the output),
+    130 when stopped.
 
     SIGTERM stops it like Ctrl-C: the embedded workspace stops its clusters, kernels and servers.
     """

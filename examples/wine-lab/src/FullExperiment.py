@@ -37,10 +37,10 @@ dbutils.widgets.text("secret_scope", "wine-lab", "Secret scope")
 dbutils.widgets.text("storage_container", "winelab", "Storage container")
 dbutils.widgets.text("user_name", "", "User (empty: you)")
 dbutils.widgets.text("database", "", "Database (empty: wine_<user>)")
-dbutils.widgets.text("model_name", "wine_quality", "Registered model")
+dbutils.widgets.text("model_name", "", "Registered model (empty: <user>_wine_quality)")
 dbutils.widgets.text("max_evals", "8", "Hyperopt evaluations")
 dbutils.widgets.text("parallelism", "2", "SparkTrials parallelism")
-dbutils.widgets.text("endpoint_name", "wine-quality", "Serving endpoint")
+dbutils.widgets.text("endpoint_name", "", "Serving endpoint (empty: <user>-wine-quality)")
 
 # COMMAND ----------
 
@@ -50,19 +50,23 @@ import time
 
 ctx = dbutils.notebook.entry_point.getDbutils().notebook().getContext()
 user_name = dbutils.widgets.get("user_name") or ctx.userName().get()
-user_key = re.sub(r"[^a-z0-9]+", "_", user_name.split("@")[0].lower()).strip("_")
+user_key = re.sub(r"[^a-z0-9]+", "_", user_name.split("@")[0].lower()).strip("_") or "user"
 database = dbutils.widgets.get("database") or f"wine_{user_key}"
 secret_scope = dbutils.widgets.get("secret_scope")
 container = dbutils.widgets.get("storage_container")
-model_name = dbutils.widgets.get("model_name")
+# Per-user names, as in the original lab (where each attendee registered "<user>wine_quality"):
+# on a shared workspace, attendees must not archive each other's versions or share an endpoint.
+model_name = dbutils.widgets.get("model_name") or f"{user_key}_wine_quality"
 max_evals = int(dbutils.widgets.get("max_evals"))
 parallelism = int(dbutils.widgets.get("parallelism"))
-endpoint_name = dbutils.widgets.get("endpoint_name")
+# Endpoint names: 1 to 63 letters, digits, '-' and '_'.
+endpoint_name = dbutils.widgets.get("endpoint_name") or f"{user_key[:50]}-wine-quality"
 experiment_path = ctx.notebookPath().get()
 
 upload_dir = f"dbfs:/FileStore/shared_uploads/{user_name}"
 local_upload_dir = f"/dbfs/FileStore/shared_uploads/{user_name}"
-print(f"user {user_name}, database {database}, model {model_name}, sweep of {max_evals} evaluations")
+print(f"user {user_name}, database {database}, model {model_name}, endpoint {endpoint_name}, "
+      f"sweep of {max_evals} evaluations")
 
 # COMMAND ----------
 
