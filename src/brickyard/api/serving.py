@@ -48,17 +48,17 @@ def update_config(name: str, body: Body, me: CurrentUser, ws: WorkspaceDep) -> d
 
 @router.get(PREFIX + "/{name}/served-models/{served}/logs")
 def logs(name: str, served: str, me: CurrentUser, ws: WorkspaceDep) -> dict:
-    return {"logs": _svc(ws).logs(name, served)}
+    return {"logs": _svc(ws).logs(me, name, served)}
 
 
 @router.get(PREFIX + "/{name}/served-models/{served}/build-logs")
 def build_logs(name: str, served: str, me: CurrentUser, ws: WorkspaceDep) -> dict:
-    return {"logs": _svc(ws).logs(name, served, build=True)}
+    return {"logs": _svc(ws).logs(me, name, served, build=True)}
 
 
 @router.get(PREFIX + "/{name}/metrics")
 def metrics(name: str, me: CurrentUser, ws: WorkspaceDep) -> PlainTextResponse:
-    return PlainTextResponse(_svc(ws).metrics_text(name), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(_svc(ws).export_metrics(me, name), media_type="text/plain; version=0.0.4")
 
 
 async def _caller(request: Request):  # noqa: ANN202

@@ -163,9 +163,11 @@ class ServingService:
                 out.append(summary)
             return out
 
-    def logs(self, name: str, served: str, build: bool = False) -> str:
+    def logs(self, caller: Principal, name: str, served: str, build: bool = False) -> str:
+        """A served model's worker (or build) log: its creator's and admins' to read, like changes."""
         with self.ws.store.session() as sess:
             row = self._row(sess, name)
+            self._may_manage(caller, row)
             known = set()
             for blob in (row.config, row.pending_config):
                 if blob:
@@ -178,7 +180,14 @@ class ServingService:
             return tail(folder / "build.log")
         return tail(runs[-1]) if runs else ""
 
+    def export_metrics(self, caller: Principal, name: str) -> str:
+        """The endpoint's metrics (Prometheus text) for the API: its creator and admins only."""
+        with self.ws.store.session() as sess:
+            self._may_manage(caller, self._row(sess, name))
+        return self.metrics.render(name)
+
     def metrics_text(self, name: str) -> str:
+        """The endpoint's metrics without a permission check (the web UI's endpoint page renders them)."""
         with self.ws.store.session() as sess:
             self._row(sess, name)
         return self.metrics.render(name)
