@@ -384,7 +384,8 @@ def test_scale_to_zero_and_cold_start(srv, ws_client, model):
     svc = srv.workspace.services["serving"]
     w.serving_endpoints.create(name=name, config=EndpointCoreConfigInput(
         name=name, served_entities=[entity(1, scale_to_zero=True)])).result(timeout=WAIT)
-    assert svc.worker_pids(name, "wine-1")
+    warm = set(svc.worker_pids(name, "wine-1"))
+    assert warm
     deadline = time.time() + 60
     while svc.worker_pids(name, "wine-1") and time.time() < deadline:
         time.sleep(0.5)
@@ -393,7 +394,8 @@ def test_scale_to_zero_and_cold_start(srv, ws_client, model):
     assert "Scaled to zero" in state.deployment_state_message
     r = invoke(srv, name, {"dataframe_split": {"columns": COLUMNS, "data": ROWS}})
     assert r.status_code == 200 and r.json()["predictions"] == model[0]
-    assert svc.worker_pids(name, "wine-1")  # a worker started again for the request: the cold start
+    cold = set(svc.worker_pids(name, "wine-1"))  # a new worker started for the request: the cold start
+    assert cold and not cold & warm
     w.serving_endpoints.delete(name)
 
 
