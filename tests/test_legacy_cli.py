@@ -5,13 +5,13 @@ databricks-cli drops the port of its host setting, so only a server on port 80 r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import ADMIN_TOKEN, REPO, run_cli_server
 
@@ -59,10 +59,6 @@ def cli(tmp_path_factory):
         proc.wait()
 
 
-def _api_available(path: str) -> bool:
-    r = requests.get(f"http://127.0.0.1:{PORT}{path}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                     timeout=10)
-    return not (r.status_code == 404 and r.json().get("error_code") == "ENDPOINT_NOT_FOUND")
 
 
 def test_fs_cp_round_trip_3mib(cli):
@@ -105,15 +101,22 @@ def test_fs_tree_commands(cli):
 
 
 def test_workspace_ls(cli):
-    if not _api_available("/api/2.0/workspace/list?path=/"):
-        pytest.skip("the workspace API is not served yet")
     out = cli("workspace", "ls", "/")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Users" in out.stdout.split()
 
 
 def test_secrets_list_scopes(cli):
-    if not _api_available("/api/2.0/secrets/scopes/list"):
-        pytest.skip("the secrets API is not served yet")
     out = cli("secrets", "list-scopes")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_the_readmes_cli_commands(tmp_path):
+    """scripts/check-legacy-cli: every command README's "Using the databricks CLI" shows, with the profile
+    `brickyard up --profile yes` writes, against a fresh workspace on port 80 in a network namespace of its own."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("scripts/check-legacy-cli needs root, unshare and ip (a network namespace)")
+    done = subprocess.run([str(REPO / "scripts" / "check-legacy-cli")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "FAILED" not in done.stdout and "$ databricks clusters list" in done.stdout, done.stdout[-4000:]
