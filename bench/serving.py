@@ -3,9 +3,14 @@
 Both serve the same registered scikit-learn model (a 10-tree random forest over the wine lab's
 11 columns) on this machine; both get the same 10-row `dataframe_split` body over keep-alive
 HTTP connections. Measured: p50/p99 latency at concurrency 1, throughput at concurrency 8, and
-the raw `model.predict` time of the same batch in-process (the floor). Rounds alternate between
-the two servers so that machine noise hits both. Targets (issue 6): throughput >= 1.5x
-`mlflow models serve`, p50 <= 1.0x, and our p50 minus raw predict <= 2 ms.
+the raw `model.predict` time of the same batch in-process (the floor). Rounds rotate the order of
+the servers so that machine noise hits all. Both get the same number of processes: the endpoint's
+Small workload (min(4, cores) worker processes, counted in the process table) and `mlflow models
+serve -w` that many uvicorn workers (its default is one). Where that is more than one, `mlflow
+models serve -w 1` is measured as well (uvicorn's multi-process mode leaves Nagle on, adding ~40 ms
+to each keep-alive request: uvicorn issue 3149) and the targets are checked against the better of
+the two. Targets (issue 6): throughput >= 1.5x `mlflow models serve`, p50 <= 1.0x, and our p50
+minus raw predict <= 2 ms.
 
     python bench/serving.py [--requests 400] [--seconds 4] [--rounds 3]
 """
@@ -111,10 +116,24 @@ def create_endpoint(url: str) -> str:
     raise SystemExit("endpoint did not become ready")
 
 
-def start_mlflow_serve(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen]:
+def endpoint_workers(workspace_pid: int) -> int:
+    """The worker processes the workspace started for its endpoints (`brickyard.serving.worker --parent-pid`)."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"brickyard.serving.worker" in argv and b"--parent-pid" in argv:
+            if argv[argv.index(b"--parent-pid") + 1] == str(workspace_pid).encode():
+                count += 1
+    return count
+
+
+def start_mlflow_serve(model_dir: Path, tmp: Path, workers: int) -> tuple[str, subprocess.Popen]:
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "-h", "127.0.0.1", "-p",
-           str(port), "--env-manager", "local"]
+           str(port), "--env-manager", "local", "-w", str(workers)]
     proc = subprocess.Popen(cmd, env=clean_env(), cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -212,18 +231,30 @@ def main() -> int:
         model_dir = register_model(ws_url, tmp)
         ours = Target("workspace", ws_url, create_endpoint(ws_url),
                       {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        ml_url, ml_proc = start_mlflow_serve(model_dir, tmp)
-        procs.append(ml_proc)
-        stock = Target("mlflow serve", ml_url, "/invocations", {"Content-Type": "application/json"})
+        workers = endpoint_workers(ws_proc.pid)
+        if workers < 1:
+            raise SystemExit("the endpoint's worker processes were not found")
+        # The fair baseline has as many processes as the endpoint. With more than one, uvicorn (which
+        # `mlflow models serve` runs) leaves Nagle on for accepted connections (uvicorn issue 3149), so
+        # every keep-alive request waits ~40 ms for a delayed ACK: its single-process form is measured
+        # too, and each target is checked against the better of the two.
+        stock = []
+        for n in dict.fromkeys((workers, 1)):
+            ml_url, ml_proc = start_mlflow_serve(model_dir, tmp, n)
+            procs.append(ml_proc)
+            stock.append(Target(f"mlflow -w {n}", ml_url, "/invocations", {"Content-Type": "application/json"}))
         import numpy as np
 
         rows = np.random.default_rng(7).normal(size=(10, len(COLUMNS))).round(4).tolist()
         body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows}}).encode()
 
-        lat = {t.name: [] for t in (ours, stock)}
-        rps = {t.name: [] for t in (ours, stock)}
+        targets = [ours, *stock]
+        for t in targets:  # warm-up, not counted: every worker of each has loaded its model and answered
+            throughput(t, body, 2.0)
+        lat = {t.name: [] for t in targets}
+        rps = {t.name: [] for t in targets}
         for r in range(args.rounds):
-            order = (ours, stock) if r % 2 == 0 else (stock, ours)
+            order = targets[r % len(targets):] + targets[:r % len(targets)]
             for t in order:
                 lat[t.name] += latencies(t, body, args.requests)
             for t in order:
@@ -239,18 +270,21 @@ def main() -> int:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"serving bench: 10-row dataframe_split, RandomForest(10 trees), {os.cpu_count()} cores, "
-          f"{args.rounds} alternating rounds, 1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
-          "(other work on the machine inflates both servers' figures)")
+    print(f"serving bench: 10-row dataframe_split, RandomForest(10 trees), {os.cpu_count()} cores, endpoint "
+          f"{workers} worker processes, {args.rounds} rotating rounds, 1-min load average {load_before:.1f} -> "
+          f"{os.getloadavg()[0]:.1f} (other work on the machine inflates every server's figures)")
     print(f"{'':14} {'p50 ms':>8} {'p99 ms':>8} {'req/s @8':>9}")
     for name in lat:
         print(f"{name:14} {pct(lat[name], .5):8.2f} {pct(lat[name], .99):8.2f} {statistics.median(rps[name]):9.0f}")
     print(f"{'raw predict':14} {floor:8.2f}")
-    p50_ours, p50_stock = pct(lat["workspace"], .5), pct(lat["mlflow serve"], .5)
-    tput_ratio = statistics.median(rps["workspace"]) / statistics.median(rps["mlflow serve"])
+    p50_ours = pct(lat["workspace"], .5)
+    best_p50 = min((t.name for t in stock), key=lambda n: pct(lat[n], .5))
+    best_rps = max((t.name for t in stock), key=lambda n: statistics.median(rps[n]))
+    tput_ratio = statistics.median(rps["workspace"]) / statistics.median(rps[best_rps])
+    p50_ratio = p50_ours / pct(lat[best_p50], .5)
     added = p50_ours - floor
-    checks = [("throughput >= 1.5x mlflow serve", tput_ratio >= 1.5, f"{tput_ratio:.2f}x"),
-              ("p50 <= 1.0x mlflow serve", p50_ours <= p50_stock, f"{p50_ours / p50_stock:.2f}x"),
+    checks = [(f"throughput >= 1.5x mlflow serve (best: {best_rps})", tput_ratio >= 1.5, f"{tput_ratio:.2f}x"),
+              (f"p50 <= 1.0x mlflow serve (best: {best_p50})", p50_ratio <= 1.0, f"{p50_ratio:.2f}x"),
               ("added p50 over raw predict <= 2 ms", added <= 2.0, f"{added:.2f} ms")]
     for label, ok, value in checks:
         print(f"  {'MET ' if ok else 'MISS'} {label}: {value}")
