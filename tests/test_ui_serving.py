@@ -188,6 +188,8 @@ def test_create_form_errors_and_other_users(spage, srv, model, browser):
         other.goto("/serving/endpoints/ui-wine-admin")
         assert other.locator("#endpoint-name").inner_text() == "ui-wine-admin"
         assert other.locator("#delete-endpoint").count() == 0
+        # Metrics, like the API's, are for the endpoint's creator and admins.
+        assert other.locator("#metrics").count() == 0 and other.locator("#metrics-hidden").count() == 1
         sid = session_cookies(other)["by_session"]
         r = requests.post(srv.url + "/serving/endpoints/ui-wine-admin/delete", cookies={"by_session": sid},
                           headers={"X-CSRF-Token": csrf_of(other)}, allow_redirects=False, timeout=30)

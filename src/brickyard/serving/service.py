@@ -186,12 +186,6 @@ class ServingService:
             self._may_manage(caller, self._row(sess, name))
         return self.metrics.render(name)
 
-    def metrics_text(self, name: str) -> str:
-        """The endpoint's metrics without a permission check (the web UI's endpoint page renders them)."""
-        with self.ws.store.session() as sess:
-            self._row(sess, name)
-        return self.metrics.render(name)
-
     async def invoke(self, name: str, body: bytes) -> tuple[int, dict, bytes]:
         answer = await self.router.invoke(name, body)
         if answer is not None:

@@ -267,10 +267,12 @@ def _endpoint_model(request: Request, me, name: str) -> dict:  # noqa: ANN001
     svc = _svc(request)
     view = svc.get(me, name)
     state = _endpoint_state(view)
+    can_manage = view.get("permission_level") == "CAN_MANAGE"
+    # Metrics as the API gives them: to the endpoint's creator and admins only.
     return {"endpoint": view, "state": state, "entities": _entities(view.get("config")),
             "pending": _entities(view.get("pending_config")) if view.get("pending_config") else [],
-            "metrics": parse_metrics(svc.metrics_text(name)), "polling": not state["settled"],
-            "can_manage": view.get("permission_level") == "CAN_MANAGE"}
+            "metrics": parse_metrics(svc.export_metrics(me, name)) if can_manage else None,
+            "polling": not state["settled"], "can_manage": can_manage}
 
 
 @router.get("/serving/endpoints/{name}")
