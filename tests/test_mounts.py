@@ -531,3 +531,64 @@ def test_azure_mounts_through_the_dbfs_api_on_azurite(server, w, unique, azurite
         assert bad not in r.text and AZURITE_KEY not in r.text
     finally:
         unmount(server, point)
+
+
+# -- mounts made while a cluster runs ---------------------------------------------------------
+@pytest.mark.slow
+def test_notebook_mounts_azure_on_a_running_cluster(server, w, cluster_id, ctx, unique, azurite):
+    """A cluster started before any Azure mount: a notebook mounts abfs:// on Azurite and Spark uses it at once.
+
+    A JVM's class path is fixed at start, so this works only because clusters get the cached Azure
+    connector whatever their mounts (before, it failed with ClassNotFoundException AzureBlobFileSystem).
+    """
+    try:
+        runtime.azure_jars()
+    except FileNotFoundError as exc:
+        missing(f"ABFS jars not in the JVM cache: {exc}")
+    assert text(w, cluster_id, ctx, "print('running')") == "running"  # the cluster runs before the mount
+    host = f"{AZURITE_ACCOUNT}.dfs.core.windows.net"
+    lake = azure_blobs(azurite, AZURITE_ACCOUNT, AZURITE_KEY, unique("live").lower())
+    configs = {**AZURITE_FNS, f"fs.azure.account.key.{host}": AZURITE_KEY, "fs.azure.abfs.endpoint": azurite,
+               "fs.azure.always.use.https": "false"}
+    point = f"/mnt/{unique('azlive')}"
+    out = text(w, cluster_id, ctx, f"""
+dbutils.fs.mount(source="abfs://{lake.container_name}@{host}/data", mount_point="{point}",
+                 extra_configs={configs!r})
+spark.range(5).write.format("delta").mode("overwrite").save("{point}/t")
+print("count", spark.read.format("delta").load("dbfs:{point}/t").count())
+ok = dbutils.fs.refreshMounts()
+ok = dbutils.fs.unmount("{point}")
+""")
+    assert out.splitlines() == ["count 5", f"{point} has been unmounted."]  # and no restart note
+    assert any(b.name.startswith("data/t/_delta_log/") for b in lake.list_blobs(name_starts_with="data/"))
+
+
+@pytest.mark.slow
+def test_mount_on_a_cluster_without_its_connector_says_to_restart(server, w, cluster_id, ctx, unique, moto, bucket):
+    """S3A (its 650 MB SDK bundle) is on a cluster's class path only when an s3a mount exists at its start:
+    a later s3a mount tells the notebook to restart the cluster, at mount and at refreshMounts."""
+    try:
+        runtime.s3a_jars()
+    except FileNotFoundError as exc:
+        missing(f"S3A jars not in the JVM cache: {exc}")
+    loadable = text(w, cluster_id, ctx, """
+try:
+    sc._jsc.hadoopConfiguration().getClassByName("org.apache.hadoop.fs.s3a.S3AFileSystem")
+    print(True)
+except Exception:
+    print(False)
+""") == "True"
+    point = f"/mnt/{unique('s3live')}"
+    out = text(w, cluster_id, ctx, f"""
+dbutils.fs.mount(source="s3a://{bucket}/data", mount_point="{point}", extra_configs={s3_configs(moto)!r})
+dbutils.fs.put("{point}/a.txt", "via dbutils", overwrite=True)
+print(dbutils.fs.head("{point}/a.txt"))
+ok = dbutils.fs.refreshMounts()
+ok = dbutils.fs.unmount("{point}")
+""")
+    note = ("Note: this cluster was started without the S3A connector (s3a:// mounts); restart it to use those "
+            "mounts from Spark (dbutils.fs reaches them already).")
+    # The shared cluster has S3A only if an s3a mount existed when it started (another test's, in a full run).
+    done = ["Wrote 11 bytes.", "via dbutils"]
+    expected = [note, *done, note] if not loadable else done
+    assert out.splitlines() == [*expected, f"{point} has been unmounted."]

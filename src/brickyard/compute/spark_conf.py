@@ -68,12 +68,30 @@ def needs_azure(mounts: Iterable[MountLink | Sequence]) -> bool:
     return any(as_mount(m).target.startswith(("abfs:", "abfss:", "wasb:", "wasbs:")) for m in mounts)
 
 
-def cluster_jvm_classpath(mounts: Iterable[MountLink | Sequence]) -> list[Path]:
-    """The cloud connector jars a cluster's mounts need (raises FileNotFoundError when not fetched)."""
+def cluster_jvm_classpath(mounts: Iterable[MountLink | Sequence], always: Sequence[str] = ("azure",)) -> list[Path]:
+    """The cloud connector jars for a cluster's class path.
+
+    Those its mounts need (FileNotFoundError when not fetched), and the connectors named in `always`
+    whenever the JVM cache holds them: a JVM's class path is fixed when it starts, so a mount made
+    later (from a notebook, on a running cluster) is read by Spark without a restart only if its
+    connector is already there. Azure's jars (1 MB) are always there; S3A's only for an s3a mount
+    that exists at start: its AWS SDK bundle (650 MB, 400,000 entries) costs every driver start
+    seconds and ~100 MB of memory (bench/connector_classpath.py).
+    """
     from brickyard.compute import runtime
 
     mounts = list(mounts)
-    return [*(runtime.s3a_jars() if needs_s3a(mounts) else []), *(runtime.azure_jars() if needs_azure(mounts) else [])]
+    jars: list[Path] = []
+    for kind, needed, connector in (("s3a", needs_s3a(mounts), runtime.s3a_jars),
+                                    ("azure", needs_azure(mounts), runtime.azure_jars)):
+        if not needed and kind not in always:
+            continue
+        try:
+            jars += connector()
+        except FileNotFoundError:
+            if needed:
+                raise
+    return jars
 
 
 def cluster_spark_conf(

@@ -337,12 +337,14 @@ class FsUtils:
         """Mount source (file:/..., s3a://..., abfss://..., wasbs://...) at /mnt/<name> for the whole workspace."""
         body = _mount_body("mount", source, mount_point, encryption_type, extra_configs, kwargs)
         self._mounts_call("mount", "POST", "create", body)
+        self._restart_note("mount", after_change=True)
         return True
 
     def updateMount(self, source: str, mount_point: str | None = None, encryption_type: str = "",  # noqa: N802
                     owner: str | None = None, extra_configs: dict | None = None, **kwargs) -> bool:  # noqa: ARG002
         body = _mount_body("updateMount", source, mount_point, encryption_type, extra_configs, kwargs)
         self._mounts_call("updateMount", "POST", "update", body)
+        self._restart_note("updateMount", after_change=True)
         return True
 
     def unmount(self, mount_point: str) -> bool:
@@ -357,17 +359,37 @@ class FsUtils:
 
     def refreshMounts(self) -> bool:  # noqa: N802
         """Make this cluster's Spark read the workspace's current mount table."""
-        out = self._mounts_call("refreshMounts", "POST", "refresh",
-                                {"cluster_id": self._cluster_id} if self._cluster_id else {})
-        if self._cluster_id and self._cluster_id in (out.get("needs_restart") or []):
-            print("Note: this cluster was started without the S3A connector; restart it to use s3a:// mounts "
-                  "from Spark (dbutils.fs reaches them already).")
+        self._restart_note("refreshMounts")
         return True
+
+    def _restart_note(self, method: str, after_change: bool = False) -> None:
+        """Refresh this cluster's mount table; say so when its JVM lacks a connector a mount needs.
+
+        After a mount or update (which the workspace already pushed to every cluster) only this cluster
+        is asked, and a failure to ask does not undo the mount.
+        """
+        if after_change:
+            if not self._cluster_id:
+                return
+            try:
+                out = self._mounts_call(method, "POST", "refresh", {"cluster_id": self._cluster_id})
+            except Exception:  # noqa: BLE001 - the mount is made; the note is a courtesy
+                return
+        else:
+            out = self._mounts_call(method, "POST", "refresh",
+                                    {"cluster_id": self._cluster_id} if self._cluster_id else {})
+        if not self._cluster_id or self._cluster_id not in (out.get("needs_restart") or []):
+            return
+        lacking = (out.get("connectors_missing") or {}).get(self._cluster_id) or ["s3a"]
+        names = " and ".join(_CONNECTORS.get(k, k) for k in lacking)
+        print(f"Note: this cluster was started without the {names}; restart it to use those mounts from Spark "
+              f"(dbutils.fs reaches them already).")
 
     def help(self, method: str | None = None) -> None:  # noqa: ARG002
         print(_FS_HELP)
 
 
+_CONNECTORS = {"s3a": "S3A connector (s3a:// mounts)", "azure": "Azure connector (abfss:// and wasbs:// mounts)"}
 _FS_HELP = """dbutils.fs provides utilities for working with FileSystems (dbfs:/ paths and file:/ local paths).
 cp(from: String, to: String, recurse: boolean = false): boolean -> Copies a file or directory, possibly across FileSystems
 head(file: String, maxBytes: int = 65536): String -> Returns up to the first 'maxBytes' bytes of the given file as a String encoded in UTF-8

@@ -410,19 +410,20 @@ class MountService:
             wanted[f"{VIEWFS_TABLE}.link.{link.mount_point}"] = link.target
             wanted.update(link.hadoop_conf)
         gone = sorted(self._known_keys - set(wanted))
-        s3a = any(m.target.startswith("s3a:") for m in links)
-        refreshed, restart, failed = [], [], []
+        needed = {kind for link in links if (kind := connector_of(link.target))}
+        refreshed, restart, failed, missing = [], [], [], {}
         for cid, procs in targets.items():
             try:
-                has_s3a = push_conf(procs.info, wanted, gone)
+                lacking = push_conf(procs.info, wanted, gone, needed)
             except Exception as exc:  # noqa: BLE001 - py4j raises several kinds
                 log.warning("could not refresh the mounts of cluster %s: %s", cid, type(exc).__name__)
                 failed.append(cid)
                 continue
             refreshed.append(cid)
-            if s3a and not has_s3a:
+            if lacking:
                 restart.append(cid)
-        return {"refreshed": refreshed, "needs_restart": restart, "failed": failed}
+                missing[cid] = sorted(lacking)
+        return {"refreshed": refreshed, "needs_restart": restart, "failed": failed, "connectors_missing": missing}
 
     def _metastore_mounts(self, objects: list[MountLink], restart: bool) -> None:
         launcher = getattr(self.clusters, "launcher", None)
@@ -449,8 +450,26 @@ class MountService:
             t.join(timeout=130)
 
 
-def push_conf(info: dict, wanted: dict[str, str], gone: list[str]) -> bool:
-    """Set Hadoop settings in a running driver; returns whether it can load S3A."""
+# The Hadoop file system class each kind of mount needs in a cluster's JVM (wasbs:// is served by ABFS).
+CONNECTOR_CLASSES = {"s3a": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+                     "azure": "org.apache.hadoop.fs.azurebfs.AzureBlobFileSystem"}
+
+
+def connector_of(target: str) -> str | None:
+    """The connector ("s3a", "azure") a mount's Hadoop URI needs on the class path; None for file:."""
+    scheme = target.split(":", 1)[0]
+    if scheme in ("s3a", "s3"):
+        return "s3a"
+    if scheme in AZURE_SCHEMES:
+        return "azure"
+    return None
+
+
+def push_conf(info: dict, wanted: dict[str, str], gone: list[str], needed: set[str] = frozenset()) -> set[str]:
+    """Set Hadoop settings in a running driver; returns the `needed` connectors its JVM cannot load.
+
+    A JVM's class path is fixed at its start: a cluster started without a connector needs a restart.
+    """
     from py4j.java_gateway import GatewayParameters, JavaGateway
 
     gw = JavaGateway(gateway_parameters=GatewayParameters(
@@ -462,11 +481,13 @@ def push_conf(info: dict, wanted: dict[str, str], gone: list[str]) -> bool:
             conf.unset(key)
         for key, value in wanted.items():
             conf.set(key, value)
-        try:
-            conf.getClassByName("org.apache.hadoop.fs.s3a.S3AFileSystem")
-            return True
-        except Exception:  # noqa: BLE001 - ClassNotFoundException through py4j
-            return False
+        lacking = set()
+        for kind in needed:
+            try:
+                conf.getClassByName(CONNECTOR_CLASSES[kind])
+            except Exception:  # noqa: BLE001 - ClassNotFoundException through py4j
+                lacking.add(kind)
+        return lacking
     finally:
         gw.close()  # our connections only: shutdown() would stop the driver's gateway
 
