@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PENDING, RUNNING, RESTARTING, RESIZING = "PENDING", "RUNNING", "RESTARTING", "RESIZING"
 TERMINATING, TERMINATED, ERROR = "TERMINATING", "TERMINATED", "ERROR"
+CLOSE_WAIT_SECONDS = 30.0  # how long closing the workspace waits for cluster operations under way
 ACTIVE_STATES = (PENDING, RUNNING, RESTARTING, RESIZING)
 
 
@@ -663,13 +664,22 @@ class ClusterService:
         if procs is not None:
             self.launcher.stop(procs)
 
-    def close(self) -> None:
-        self._stop.set()
+    def _stop_all(self) -> None:
         for cluster_id in list(self.procs):
             try:
                 self._stop_procs(cluster_id)
             except Exception:  # noqa: BLE001
                 log.exception("stopping cluster %s", cluster_id)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._stop_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # Operations under way (a stop-and-remove, a start) finish first, within a bound: one left running
+        # would outlive the workspace's clean-up, or write into a home that is being removed.
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        for thread in list(getattr(self._pool, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop_all()  # what a start under way launched meanwhile
         self.pools.close()
         self.launcher.close()
