@@ -33,6 +33,7 @@ from pathlib import Path
 
 from brickyard.compute.environment import user_environ
 from brickyard.errors import BrickyardError, invalid
+from brickyard.runtime.ansi import strip_ansi
 from brickyard.runtime.mime import RESTART_PYTHON_MIME, TABLE_MIME
 from brickyard.services.users import Principal
 
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 LANGUAGES = ("python", "sql", "scala", "r")
 # A bare object repr such as "<BarContainer object of 2 artists>" or "[<matplotlib.lines.Line2D …>]".
 OBJECT_REPR_RE = re.compile(r"^\[?<[^<>\n]+>(, <[^<>\n]+>)*\]?$|^\[?Text\(")
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_START_TIMEOUT = 120
 # After a spare is handed out, its replacement starts this much later: a kernel start is seconds of
 # CPU, which would slow down the first commands of the context just created on a small host.
@@ -50,10 +50,6 @@ SPARE_ENV = "BRICKYARD_SPARE_KERNEL"
 USER_ENV = ("BRICKYARD_TOKEN", "DATABRICKS_TOKEN", "BRICKYARD_USER")
 # Contexts live until destroyed; their kernel's token is deleted then, and expires anyway.
 CONTEXT_TOKEN_SECONDS = 7 * 24 * 3600
-
-
-def strip_ansi(text: str) -> str:
-    return ANSI_RE.sub("", text)
 
 
 @dataclass

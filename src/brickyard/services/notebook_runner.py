@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brickyard.errors import invalid, not_found
+from brickyard.runtime.ansi import strip_ansi
 from brickyard.runtime.formats import Notebook
 from brickyard.runtime.magics import cell_code
 from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME
-from brickyard.services.contexts import KERNEL_START_TIMEOUT, strip_ansi, wants_restart
+from brickyard.services.contexts import KERNEL_START_TIMEOUT, wants_restart
 from brickyard.services.users import Principal
 from brickyard.services.workspace import require_read
 

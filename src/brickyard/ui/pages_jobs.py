@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 from brickyard.compute import catalog
 from brickyard.errors import BrickyardError, invalid, not_found
+from brickyard.runtime.ansi import strip_ansi
 from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME, TABLE_MIME
 from brickyard.services.jobs_exec import ACTIVE
 from brickyard.ui.core import CsrfProtect, UiUser, redirect, render, security_headers, ui_router, workspace
@@ -25,7 +26,6 @@ MAX_PICKER_NOTEBOOKS = 500
 # origin): inline styles and data: images only, nothing fetched.
 FRAME_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
              "frame-ancestors 'self'; form-action 'none'; base-uri 'none'")
-ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif")
 SINGLE_NODE_CONF = {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"}
 
@@ -223,9 +223,9 @@ def render_output(out: dict, frame_url: str) -> dict:
     """One nbformat output as a view model for templates/jobs/_notebook.html."""
     kind = out.get("output_type")
     if kind == "stream":
-        return {"kind": "stream", "name": out.get("name", "stdout"), "text": ANSI_RE.sub("", _text(out.get("text")))}
+        return {"kind": "stream", "name": out.get("name", "stdout"), "text": strip_ansi(_text(out.get("text")))}
     if kind == "error":
-        trace = "\n".join(ANSI_RE.sub("", _text(t)) for t in out.get("traceback") or [])
+        trace = "\n".join(strip_ansi(_text(t)) for t in out.get("traceback") or [])
         return {"kind": "error", "ename": _text(out.get("ename")), "evalue": _text(out.get("evalue")),
                 "trace": trace}
     data = out.get("data") or {}
@@ -256,7 +256,7 @@ def render_output(out: dict, frame_url: str) -> dict:
     if "application/json" in data:
         return {"kind": "text", "text": json.dumps(data["application/json"], indent=2)}
     if "text/plain" in data:
-        return {"kind": "text", "text": ANSI_RE.sub("", _text(data["text/plain"]))}
+        return {"kind": "text", "text": strip_ansi(_text(data["text/plain"]))}
     return {"kind": "text", "text": f"(output of type {', '.join(sorted(data)) or 'unknown'})"}
 
 
@@ -456,7 +456,7 @@ def _run_model(request: Request, me, run_id: int) -> dict:  # noqa: ANN001
         if not badge["active"]:
             out = svc.get_output(me, t["run_id"])
             item["error"] = out.get("error", "")
-            item["error_trace"] = ANSI_RE.sub("", out.get("error_trace", "") or "")
+            item["error_trace"] = strip_ansi(out.get("error_trace", "") or "")
             item["result"] = (out.get("notebook_output") or {}).get("result")
             item["logs"] = out.get("logs")
             if item["kind"] == "notebook":

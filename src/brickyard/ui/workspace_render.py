@@ -15,9 +15,9 @@ import re
 
 from markupsafe import Markup
 
+from brickyard.runtime.ansi import strip_ansi
 from brickyard.runtime.formats import Cell, Notebook
 from brickyard.runtime.mime import NOTEBOOK_EXIT_MIME, TABLE_MIME
-from brickyard.services.contexts import strip_ansi
 
 RAW_RESULT = "application/vnd.databricks.result+json"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
