@@ -60,7 +60,14 @@ class Rest:
         self.http.headers["Authorization"] = f"Bearer {token}"
 
     def call(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> dict:
-        r = self.http.request(method, self.host + path, params=params, json=body, timeout=300)
+        try:
+            r = self.http.request(method, self.host + path, params=params, json=body, timeout=300)
+        except requests.ConnectionError as exc:
+            if "Connection aborted" not in str(exc):
+                raise
+            # A kept-alive connection that the server closed while it was idle (a reset before any answer):
+            # the request did not reach it, so it goes once more, on a new connection.
+            r = self.http.request(method, self.host + path, params=params, json=body, timeout=300)
         try:
             data = r.json() if r.content else {}
         except ValueError:
