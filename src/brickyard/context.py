@@ -76,11 +76,12 @@ def release_home(fd: int | None) -> None:
 
 
 def _argv() -> list[str]:
-    try:
-        parts = open("/proc/self/cmdline", "rb").read().split(b"\0")
-        return [p.decode(errors="replace") for p in parts if p][:6]
-    except OSError:
-        return []
+    """The program and its sub-command words (never option values: `create-user --password P` has one)."""
+    import re
+    import sys
+
+    words = [os.path.basename(sys.argv[0])] if sys.argv else []
+    return words + [a for a in sys.argv[1:3] if re.fullmatch(r"[a-z][a-z-]*", a)]
 
 
 def prepare_home(settings: Settings) -> None:
